@@ -1,0 +1,429 @@
+"""LAMB: Adam moments with a layer-wise trust ratio (You et al., 2019)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._base import LayerwiseOptimizer
+from ._common import Buckets, combine_norms, select_impl, state_zeros, step_device
+
+__all__ = ["LAMB", "lamb"]
+
+
+class LAMB(LayerwiseOptimizer):
+    r"""LAMB, as a drop-in `torch.optim` optimizer with reference, multi-tensor and fused Triton paths.
+
+    For each parameter tensor :math:`w` with gradient :math:`g`, at its step :math:`t`:
+
+    .. math::
+        \hat g &= \pm g / c, \quad c = \max(1, \lVert G \rVert / \text{max\_grad\_norm})
+            \quad (\lVert G \rVert \text{ the global norm of all gradients; } c = 1 \text{ when clipping is off}) \\
+        m &\leftarrow \beta_1 m + \beta_3 \hat g, \quad \beta_3 = 1-\beta_1 \text{ if grad\_averaging else } 1 \\
+        v &\leftarrow \beta_2 v + (1-\beta_2) \hat g^2 \\
+        u &= \frac{m / b_1}{\sqrt{v / b_2} + \epsilon} + \lambda w,
+            \quad b_i = 1-\beta_i^t \text{ if bias\_correction else } 1 \\
+        r &= \phi\left(\lVert w \rVert / \lVert u \rVert\right)
+            \text{ if } \lambda \ne 0 \text{ or always\_adapt, else } 1;
+            \quad r = 1 \text{ when } \lVert w \rVert = 0 \text{ or } \lVert u \rVert = 0;
+            \quad \phi(x) = \min(x, 1) \text{ if trust\_clip else } x \\
+        w &\leftarrow w - \text{lr} \cdot r \cdot u
+
+    (:math:`-g` when ``maximize``.) State per parameter: ``step`` (a float32 scalar tensor), ``exp_avg`` (m) and
+    ``exp_avg_sq`` (v), always fp32 (fp64 for fp64 params), also for bf16/fp16 params. The update is computed
+    in fp32 and rounded once to the parameter dtype. ``p.grad`` is never modified.
+
+    Paper: `Large Batch Optimization for Deep Learning: Training BERT in 76 minutes
+    <https://arxiv.org/abs/1904.00962>`_.
+
+    Args:
+        params: parameters or param groups (see :func:`fused_optim.param_groups`).
+        lr: learning rate (default: 1e-3). Because of the trust ratio, ``lr`` is roughly the fraction of each
+            layer's weight norm changed per step.
+        bias_correction: divide the moments by :math:`1-\beta^t` (default: True).
+        betas: coefficients of the running averages of the gradient and its square (default: (0.9, 0.999)).
+        eps: added to the denominator (default: 1e-6).
+        weight_decay: decoupled weight decay :math:`\lambda`, added to the update (default: 0.01).
+        grad_averaging: scale the gradient by :math:`1-\beta_1` in the first moment (default: True).
+        max_grad_norm: clip the global gradient norm (over all groups) to this value before the update;
+            ``None`` or 0 turns clipping off (default: 1.0, as timm). Set at construction for all groups.
+        trust_clip: clip the trust ratio at 1 ("LAMBC") (default: False).
+        always_adapt: apply the trust ratio also to groups with ``weight_decay == 0`` (default: False: such groups,
+            typically biases and norm weights, take plain Adam steps).
+        maximize: maximize the objective (default: False).
+        foreach: use the multi-tensor ``torch._foreach_*`` path (default: None: the path for the params' device).
+        fused: use the fused Triton kernels (default: None: used for CUDA params when triton is installed).
+
+    Equal to other implementations, for the settings given (tested):
+
+    - ``timm.optim.Lamb``: same argument names, order and defaults, same update for every option timm shares
+      (timm keeps one ``step`` per group, so params whose grads are sometimes ``None`` count steps differently;
+      timm's ``caution`` and ``decoupled_decay`` are not offered).
+    - ``colossalai.nn.optimizer.Lamb(bias_correction=False)`` (its default): ``bias_correction=False,
+      max_grad_norm=None, always_adapt=True``. With ``bias_correction=True`` ColossalAI (like DeepSpeed) takes
+      the trust ratio of the uncorrected update and folds the correction into the step size, so its step at
+      step 1 is :math:`\sqrt{1-\beta_2}/(1-\beta_1)` times ours; that variant is not offered.
+    - apex / ColossalAI ``FusedLAMB`` (defaults): ``max_grad_norm=1.0``, ``always_adapt=True`` (apex adapts every
+      group), except that apex clips with a norm that includes params without grads' zero contribution and that
+      ``max_grad_norm=0`` zeroes apex's update, while here 0 turns clipping off.
+    - The study's ``pytorch-lamb`` ``Lamb`` (cybertronai): not reproducible; it has no bias correction but clamps
+      :math:`\lVert w \rVert` at 10 before the ratio.
+    """
+
+    _fp32_state = ("exp_avg", "exp_avg_sq")
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        bias_correction: bool = True,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.01,
+        grad_averaging: bool = True,
+        max_grad_norm: float | None = 1.0,
+        trust_clip: bool = False,
+        always_adapt: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        if max_grad_norm is not None and not max_grad_norm >= 0.0:
+            raise ValueError(f"Invalid max_grad_norm: {max_grad_norm}")
+        if fused and foreach:
+            raise ValueError("LAMB: `fused` and `foreach` cannot both be True")
+        defaults = dict(
+            lr=lr,
+            bias_correction=bias_correction,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            grad_averaging=grad_averaging,
+            max_grad_norm=max_grad_norm,
+            trust_clip=trust_clip,
+            always_adapt=always_adapt,
+            maximize=maximize,
+            foreach=foreach,
+            fused=fused,
+        )
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        lr = group["lr"]
+        if isinstance(lr, Tensor):
+            if lr.numel() != 1:
+                raise ValueError(f"Tensor lr must be a single element, got shape {tuple(lr.shape)}")
+        elif not lr >= 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        betas = group["betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"Invalid betas: {betas} (expected two floats)")
+        for i, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+        if not group["eps"] >= 0.0:
+            raise ValueError(f"Invalid epsilon value: {group['eps']}")
+        if not group["weight_decay"] >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        if group["max_grad_norm"] != self.defaults["max_grad_norm"]:
+            raise ValueError(
+                f"max_grad_norm clips the global gradient norm and is set for all groups at construction; "
+                f"a group asked for {group['max_grad_norm']}"
+            )
+        if group["fused"] and group["foreach"]:
+            raise ValueError("LAMB: `fused` and `foreach` cannot both be True")
+
+    def _init_group(self, params: list[Tensor], impl: str) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        exp_avgs, exp_avg_sqs, steps = [], [], []
+        for p in params:
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=step_device(p, impl))
+                state["exp_avg"] = state_zeros(p)
+                state["exp_avg_sq"] = state_zeros(p)
+            elif state["step"].device != step_device(p, impl):
+                state["step"] = state["step"].to(step_device(p, impl))
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+        return exp_avgs, exp_avg_sqs, steps
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Perform one optimization step; `closure` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        gathered = [(g, ps, gs) for g, ps, gs in self._gather() if ps]
+        if not gathered:
+            return loss
+        all_params = [p for _, ps, _ in gathered for p in ps]
+        first = gathered[0][0]
+        impl = select_impl(all_params, first["foreach"], first["fused"], "LAMB")
+        max_grad_norm = self.defaults["max_grad_norm"]
+
+        calls = []
+        for group, params, grads in gathered:
+            exp_avgs, exp_avg_sqs, steps = self._init_group(params, impl)
+            beta1, beta2 = group["betas"]
+            calls.append(
+                (
+                    (params, grads, exp_avgs, exp_avg_sqs, steps),
+                    dict(
+                        lr=group["lr"],
+                        beta1=beta1,
+                        beta2=beta2,
+                        eps=group["eps"],
+                        weight_decay=group["weight_decay"],
+                        bias_correction=group["bias_correction"],
+                        grad_averaging=group["grad_averaging"],
+                        trust_clip=group["trust_clip"],
+                        always_adapt=group["always_adapt"],
+                        maximize=group["maximize"],
+                    ),
+                )
+            )
+
+        if impl == "fused":
+            _fused_lamb(calls, max_grad_norm=max_grad_norm)
+            return loss
+        grad_norm = None
+        if max_grad_norm:
+            grad_norm = global_grad_norm([g for _, _, gs in gathered for g in gs])
+        for tensors, hyper in calls:
+            lamb(*tensors, foreach=impl == "foreach", fused=False, max_grad_norm=max_grad_norm,
+                 grad_norm=grad_norm, **hyper)
+        return loss
+
+
+def global_grad_norm(grads: Sequence[Tensor]) -> Tensor:
+    """L2 norm over all gradients, in fp32, without leaving the device."""
+    by_device: dict[torch.device, list[Tensor]] = {}
+    for g in grads:
+        by_device.setdefault(g.device, []).append(g)
+    norms = []
+    first = None
+    for device, gs in by_device.items():
+        n = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs, 2, dtype=torch.float32)))
+        first = n if first is None else first
+        norms.append(n.to(first.device))
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def lamb(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    foreach: bool | None = None,
+    fused: bool | None = None,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    bias_correction: bool = True,
+    grad_averaging: bool = True,
+    trust_clip: bool = False,
+    always_adapt: bool = False,
+    maximize: bool = False,
+    max_grad_norm: float | None = None,
+    grad_norm: Tensor | None = None,
+) -> None:
+    """Functional LAMB for one param group; see :class:`LAMB` for the algorithm.
+
+    `state_steps` are float32 scalar tensors, incremented in place. With `max_grad_norm`, the gradients are
+    clipped by `grad_norm` when given (e.g. the norm over several groups), else by the norm of `grads`.
+    """
+    impl = select_impl(params, foreach, fused, "LAMB")
+    hyper = dict(
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        bias_correction=bias_correction,
+        grad_averaging=grad_averaging,
+        trust_clip=trust_clip,
+        always_adapt=always_adapt,
+        maximize=maximize,
+    )
+    tensors = (params, grads, exp_avgs, exp_avg_sqs, state_steps)
+    if impl == "fused":
+        _fused_lamb([(tensors, hyper)], max_grad_norm=max_grad_norm, grad_norm=grad_norm)
+        return
+    clip_coef = None
+    if max_grad_norm and params:
+        if grad_norm is None:
+            grad_norm = global_grad_norm(grads)
+        clip_coef = torch.clamp(grad_norm / max_grad_norm, min=1.0)
+    fn = _multi_tensor_lamb if impl == "foreach" else _single_tensor_lamb
+    fn(*tensors, clip_coef=clip_coef, **hyper)
+
+
+def _bias_corrections(step: Tensor, beta1: float, beta2: float, bias_correction: bool) -> tuple[float, float]:
+    # `step` lives on the host for these paths: reading it does not wait for a device.
+    if not bias_correction:
+        return 1.0, 1.0
+    t = float(step)
+    return 1.0 - beta1**t, 1.0 - beta2**t
+
+
+def _single_tensor_lamb(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    clip_coef: Tensor | None,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    bias_correction: bool,
+    grad_averaging: bool,
+    trust_clip: bool,
+    always_adapt: bool,
+    maximize: bool,
+) -> None:
+    """The reference: one tensor at a time, in the order of the math of the class docstring."""
+    beta3 = 1.0 - beta1 if grad_averaging else 1.0
+    for p, grad, exp_avg, exp_avg_sq, step in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
+        g = grad.to(exp_avg.dtype)
+        if maximize:
+            g = -g
+        if clip_coef is not None:
+            g = g / clip_coef
+        step += 1
+        bc1, bc2 = _bias_corrections(step, beta1, beta2, bias_correction)
+
+        exp_avg.mul_(beta1).add_(g, alpha=beta3)
+        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+
+        w = p.to(exp_avg.dtype)
+        update = (exp_avg / bc1) / ((exp_avg_sq / bc2).sqrt() + eps) + weight_decay * w
+        if weight_decay != 0 or always_adapt:
+            w_norm = torch.linalg.vector_norm(w)
+            u_norm = torch.linalg.vector_norm(update)
+            trust_ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
+            if trust_clip:
+                trust_ratio = torch.clamp(trust_ratio, max=1.0)
+            update = update * trust_ratio
+        p.copy_(w - lr * update)
+
+
+def _multi_tensor_lamb(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    clip_coef: Tensor | None,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    bias_correction: bool,
+    grad_averaging: bool,
+    trust_clip: bool,
+    always_adapt: bool,
+    maximize: bool,
+) -> None:
+    """Two passes of `torch._foreach_*` ops over chunk-sized slices (see `Buckets`).
+
+    Pass A updates m and v and takes the norms of w and u per chunk; pass B recomputes u from m, v, w and applies
+    lr * r. Working per chunk keeps u and the denominator in cache, so memory sees about the 40 B/param (fp32)
+    of the two-pass bound instead of one round trip per elementwise op.
+    """
+    if not params:
+        return
+    torch._foreach_add_(state_steps, 1.0)
+    # u = c * m / (sqrt(v) + eps * sqrt(b2)) + wd * w with c = sqrt(b2) / b1: the bias corrections become
+    # per-tensor scalars instead of two extra passes.
+    eps_hat, scale = [], []
+    for step in state_steps:
+        bc1, bc2 = _bias_corrections(step, beta1, beta2, bias_correction)
+        eps_hat.append(eps * math.sqrt(bc2))
+        scale.append(math.sqrt(bc2) / bc1)
+    adapt = weight_decay != 0 or always_adapt
+    low_precision = params[0].dtype != exp_avgs[0].dtype
+    buckets = Buckets([params, grads, exp_avgs, exp_avg_sqs])
+
+    def fp32(ts: list[Tensor]) -> list[Tensor]:
+        return [t.to(exp_avgs[0].dtype) for t in ts] if low_precision else ts
+
+    def update_of(owners, w, m, v) -> list[Tensor]:
+        den = torch._foreach_sqrt(v)
+        torch._foreach_add_(den, [eps_hat[i] for i in owners])
+        u = torch._foreach_div(m, den)
+        if bias_correction:
+            torch._foreach_mul_(u, [scale[i] for i in owners])
+        if weight_decay != 0:
+            torch._foreach_add_(u, w, alpha=weight_decay)
+        return u
+
+    w_norms, u_norms = [], []
+    for owners, (p, g, m, v) in buckets:
+        g = fp32(g)
+        if maximize:
+            g = torch._foreach_neg(g)
+        if clip_coef is not None:
+            g = torch._foreach_div(g, clip_coef)
+        if grad_averaging:
+            torch._foreach_lerp_(m, g, 1.0 - beta1)
+        else:
+            torch._foreach_mul_(m, beta1)
+            torch._foreach_add_(m, g)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, g, g, value=1.0 - beta2)
+        w = fp32(p)
+        u = update_of(owners, w, m, v)
+        if adapt:
+            w_norms.append(torch._foreach_norm(w))
+            u_norms.append(torch._foreach_norm(u))
+            continue
+        _apply(p, w, u, -lr, low_precision)
+
+    if not adapt:
+        return
+    w_norm = combine_norms(len(params), buckets.owners, w_norms, params[0])
+    u_norm = combine_norms(len(params), buckets.owners, u_norms, params[0])
+    trust_ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
+    if trust_clip:
+        trust_ratio = torch.clamp(trust_ratio, max=1.0)
+    step_size = (trust_ratio * -lr).unbind(0)
+    for owners, (p, _, m, v) in buckets:
+        w = fp32(p)
+        u = update_of(owners, w, m, v)
+        _apply(p, w, u, [step_size[i] for i in owners], low_precision)
+
+
+def _apply(p: list[Tensor], w: list[Tensor], u: list[Tensor], step_size, low_precision: bool) -> None:
+    """w += step_size * u, step_size a number or one scalar tensor per slice; rounded once into the param dtype."""
+    if isinstance(step_size, list):
+        torch._foreach_addcmul_(w, u, step_size)
+    elif isinstance(step_size, Tensor):
+        torch._foreach_add_(w, torch._foreach_mul(u, step_size))
+    else:
+        torch._foreach_add_(w, u, alpha=step_size)
+    if low_precision:
+        torch._foreach_copy_(p, w)
+
+
+def _fused_lamb(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None = None) -> None:
+    from .kernels.lamb import lamb_step_
+
+    lamb_step_(calls, max_grad_norm=max_grad_norm, grad_norm=grad_norm)
