@@ -1,0 +1,321 @@
+"""Multi-tensor LAMB in three launches per step, whatever the number of tensors or param groups.
+
+Bytes per element for fp32 params (p = param bytes, 2 for bf16/fp16; state is always fp32):
+- grad-norm pass (only with max_grad_norm): reads g                                  4 B   (p)
+- pass A: reads g, w, m, v; writes m, v; per-program partial sums of w² and u²       24 B  (2p + 16)
+- pass B: reduces the partial sums per tensor into the trust ratio; reads m, v, w
+  (u is recomputed in fp32), writes w                                                16 B  (2p + 8)
+Total 40 B (44 B with clipping), the two-pass bound; bf16/fp16 params: 32 B (34 B).
+Tensors that take no trust ratio (weight_decay == 0 and not always_adapt) are updated in pass A: 28 B.
+
+`step` counters stay on the device: pass A reads them (t + 1 goes to a scratch row), pass B writes them.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ._table import CONFIG, check_tensors, count_launch, pointer_table, row_table, work_split
+
+# Columns of the pointer table and of the hyper-parameter rows.
+_P, _G, _M, _V, _STEP = range(5)
+_LR, _BETA1, _BETA2, _BETA3, _EPS, _WD, _BIAS_CORRECTION, _ADAPT, _TRUST_CLIP, _SIGN = range(10)
+_NROW = 10
+
+
+@triton.jit
+def _lamb_grad_norm_kernel(
+    ptrs_ptr,  # int64 [T, 5]
+    numel_ptr,  # int64 [T]
+    unit_tensor_ptr,  # int32 [U]
+    unit_slot_ptr,  # int32 [U]
+    nslots_ptr,  # int32 [T]
+    partial_ptr,  # fp32 [num_programs]
+    n_units,
+    grad_like_ptr,  # any grad of the launch, for its dtype
+    BLOCK: tl.constexpr,
+):
+    i_p = tl.program_id(0)
+    o_b = tl.arange(0, BLOCK)
+    b_acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for i_u in range(i_p, n_units, tl.num_programs(0)):
+        i_t = tl.load(unit_tensor_ptr + i_u).to(tl.int64)
+        slot = tl.load(unit_slot_ptr + i_u).to(tl.int64)
+        ns = tl.load(nslots_ptr + i_t).to(tl.int64)
+        n = tl.load(numel_ptr + i_t)
+        p_g = tl.load(ptrs_ptr + i_t * 5 + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
+        for i_blk in range(slot, tl.cdiv(n, BLOCK), ns):
+            o_x = i_blk * BLOCK + o_b
+            b_g = tl.load(p_g + o_x, mask=o_x < n, other=0.0).to(tl.float32)
+            b_acc += b_g * b_g
+    tl.store(partial_ptr + i_p, tl.sum(b_acc, axis=0))
+
+
+@triton.jit
+def _lamb_update(b_m, b_v, b_w, bc1, bc2, eps, wd):
+    return (b_m / bc1) / (tl.sqrt(b_v / bc2) + eps) + wd * b_w
+
+
+@triton.jit
+def _bias_correction(beta, t, on):
+    # In fp64: in fp32, 1 - beta^t loses most of its digits at the first steps (beta2 = 0.999).
+    return tl.where(on != 0, 1.0 - tl.exp2(t * tl.log2(beta)), 1.0).to(tl.float32)
+
+
+@triton.jit
+def _lamb_moments_kernel(
+    ptrs_ptr,  # int64 [T, 5]
+    numel_ptr,  # int64 [T]
+    rows_ptr,  # fp64 [T, NROW]
+    unit_tensor_ptr,  # int32 [U]
+    unit_slot_ptr,  # int32 [U]
+    nslots_ptr,  # int32 [T]
+    slot_base_ptr,  # int32 [T]
+    w_sq_ptr,  # fp32 [total_slots]
+    u_sq_ptr,  # fp32 [total_slots]
+    new_step_ptr,  # fp32 [T]
+    gnorm_partial_ptr,  # fp32 [n_gnorm]
+    n_gnorm,
+    max_grad_norm,
+    param_like_ptr,
+    grad_like_ptr,
+    NROW: tl.constexpr,
+    CLIP: tl.constexpr,
+    MAX_SLOTS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    i_u = tl.program_id(0)
+    i_t = tl.load(unit_tensor_ptr + i_u).to(tl.int64)
+    slot = tl.load(unit_slot_ptr + i_u).to(tl.int64)
+    ns = tl.load(nslots_ptr + i_t).to(tl.int64)
+    n = tl.load(numel_ptr + i_t)
+    p_w = tl.load(ptrs_ptr + i_t * 5 + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
+    p_g = tl.load(ptrs_ptr + i_t * 5 + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
+    p_m = tl.load(ptrs_ptr + i_t * 5 + 2).to(tl.pointer_type(tl.float32))
+    p_v = tl.load(ptrs_ptr + i_t * 5 + 3).to(tl.pointer_type(tl.float32))
+    p_step = tl.load(ptrs_ptr + i_t * 5 + 4).to(tl.pointer_type(tl.float32))
+    p_row = rows_ptr + i_t * NROW
+    lr = tl.load(p_row + 0).to(tl.float32)
+    beta1 = tl.load(p_row + 1)
+    beta2 = tl.load(p_row + 2)
+    beta3 = tl.load(p_row + 3).to(tl.float32)
+    eps = tl.load(p_row + 4).to(tl.float32)
+    wd = tl.load(p_row + 5).to(tl.float32)
+    bias_correction = tl.load(p_row + 6)
+    adapt = tl.load(p_row + 7)
+    sign = tl.load(p_row + 9).to(tl.float32)
+
+    t = tl.load(p_step).to(tl.float64) + 1.0
+    bc1 = _bias_correction(beta1, t, bias_correction)
+    bc2 = _bias_correction(beta2, t, bias_correction)
+    if slot == 0:
+        tl.store(new_step_ptr + i_t, t.to(tl.float32))
+
+    g_scale = sign
+    if CLIP:
+        o_s = tl.arange(0, MAX_SLOTS)
+        b_part = tl.load(gnorm_partial_ptr + o_s, mask=o_s < n_gnorm, other=0.0)
+        gnorm = tl.sqrt(tl.sum(b_part, axis=0))
+        g_scale = sign / tl.maximum(gnorm / max_grad_norm, 1.0)
+
+    beta1_f = beta1.to(tl.float32)
+    beta2_f = beta2.to(tl.float32)
+    # Tensors without a trust ratio are done in this pass: their w is stored below.
+    n_direct = tl.where(adapt == 0, n, 0)
+    o_b = tl.arange(0, BLOCK)
+    b_w_sq = tl.zeros([BLOCK], dtype=tl.float32)
+    b_u_sq = tl.zeros([BLOCK], dtype=tl.float32)
+    for i_blk in range(slot, tl.cdiv(n, BLOCK), ns):
+        o_x = i_blk * BLOCK + o_b
+        m_x = o_x < n
+        b_g = tl.load(p_g + o_x, mask=m_x, other=0.0).to(tl.float32)
+        if CLIP:
+            b_g = b_g * g_scale
+        else:
+            b_g = b_g * sign
+        b_m = beta1_f * tl.load(p_m + o_x, mask=m_x, other=0.0) + beta3 * b_g
+        b_v = beta2_f * tl.load(p_v + o_x, mask=m_x, other=0.0) + (1.0 - beta2_f) * b_g * b_g
+        tl.store(p_m + o_x, b_m, mask=m_x)
+        tl.store(p_v + o_x, b_v, mask=m_x)
+        b_w = tl.load(p_w + o_x, mask=m_x, other=0.0).to(tl.float32)
+        b_u = _lamb_update(b_m, b_v, b_w, bc1, bc2, eps, wd)
+        b_w_sq += b_w * b_w
+        b_u_sq += b_u * b_u
+        tl.store(p_w + o_x, (b_w - lr * b_u).to(p_w.dtype.element_ty), mask=o_x < n_direct)
+    base = tl.load(slot_base_ptr + i_t)
+    tl.store(w_sq_ptr + base + slot, tl.sum(b_w_sq, axis=0))
+    tl.store(u_sq_ptr + base + slot, tl.sum(b_u_sq, axis=0))
+
+
+@triton.jit
+def _lamb_apply_kernel(
+    ptrs_ptr,  # int64 [T, 5]
+    numel_ptr,  # int64 [T]
+    rows_ptr,  # fp64 [T, NROW]
+    unit_tensor_ptr,  # int32 [U]
+    unit_slot_ptr,  # int32 [U]
+    nslots_ptr,  # int32 [T]
+    slot_base_ptr,  # int32 [T]
+    w_sq_ptr,  # fp32 [total_slots]
+    u_sq_ptr,  # fp32 [total_slots]
+    new_step_ptr,  # fp32 [T]
+    param_like_ptr,
+    NROW: tl.constexpr,
+    MAX_SLOTS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    i_u = tl.program_id(0)
+    i_t = tl.load(unit_tensor_ptr + i_u).to(tl.int64)
+    slot = tl.load(unit_slot_ptr + i_u).to(tl.int64)
+    ns = tl.load(nslots_ptr + i_t).to(tl.int64)
+    n = tl.load(numel_ptr + i_t)
+    p_w = tl.load(ptrs_ptr + i_t * 5 + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
+    p_m = tl.load(ptrs_ptr + i_t * 5 + 2).to(tl.pointer_type(tl.float32))
+    p_v = tl.load(ptrs_ptr + i_t * 5 + 3).to(tl.pointer_type(tl.float32))
+    p_step = tl.load(ptrs_ptr + i_t * 5 + 4).to(tl.pointer_type(tl.float32))
+    p_row = rows_ptr + i_t * NROW
+    lr = tl.load(p_row + 0).to(tl.float32)
+    beta1 = tl.load(p_row + 1)
+    beta2 = tl.load(p_row + 2)
+    eps = tl.load(p_row + 4).to(tl.float32)
+    wd = tl.load(p_row + 5).to(tl.float32)
+    bias_correction = tl.load(p_row + 6)
+    adapt = tl.load(p_row + 7)
+    trust_clip = tl.load(p_row + 8)
+
+    t = tl.load(new_step_ptr + i_t)
+    if slot == 0:
+        tl.store(p_step, t)
+    t64 = t.to(tl.float64)
+    bc1 = _bias_correction(beta1, t64, bias_correction)
+    bc2 = _bias_correction(beta2, t64, bias_correction)
+
+    base = tl.load(slot_base_ptr + i_t)
+    o_s = tl.arange(0, MAX_SLOTS)
+    m_s = o_s < ns
+    w_norm = tl.sqrt(tl.sum(tl.load(w_sq_ptr + base + o_s, mask=m_s, other=0.0), axis=0))
+    u_norm = tl.sqrt(tl.sum(tl.load(u_sq_ptr + base + o_s, mask=m_s, other=0.0), axis=0))
+    ratio = tl.where((w_norm > 0.0) & (u_norm > 0.0), w_norm / tl.where(u_norm > 0.0, u_norm, 1.0), 1.0)
+    ratio = tl.where(trust_clip != 0, tl.minimum(ratio, 1.0), ratio)
+
+    # Tensors without a trust ratio were written in pass A: no blocks here.
+    n_eff = tl.where(adapt != 0, n, 0)
+    o_b = tl.arange(0, BLOCK)
+    for i_blk in range(slot, tl.cdiv(n_eff, BLOCK), ns):
+        o_x = i_blk * BLOCK + o_b
+        m_x = o_x < n
+        b_m = tl.load(p_m + o_x, mask=m_x, other=0.0)
+        b_v = tl.load(p_v + o_x, mask=m_x, other=0.0)
+        b_w = tl.load(p_w + o_x, mask=m_x, other=0.0).to(tl.float32)
+        b_u = _lamb_update(b_m, b_v, b_w, bc1, bc2, eps, wd)
+        tl.store(p_w + o_x, (b_w - lr * (b_u * ratio)).to(p_w.dtype.element_ty), mask=m_x)
+
+
+def lamb_step_(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None = None) -> None:
+    """One LAMB step for several param groups: `calls` is a list of
+    ((params, grads, exp_avgs, exp_avg_sqs, steps), hyper) with `hyper` the keyword arguments of
+    `fused_optim.lamb` for that group. With `max_grad_norm`, grads are clipped by `grad_norm` when given, else by
+    the norm over all grads of `calls`."""
+    entries = []  # (param, grad, m, v, step, row)
+    for (params, grads, exp_avgs, exp_avg_sqs, steps), h in calls:
+        check_tensors("LAMB", list(params), [list(grads), list(exp_avgs), list(exp_avg_sqs)])
+        for m in list(exp_avgs) + list(exp_avg_sqs):
+            if m.dtype != torch.float32:
+                raise RuntimeError(f"LAMB fused kernels keep state in float32, got {m.dtype}")
+        lr = h["lr"]
+        if isinstance(lr, Tensor) and lr.device.type != "cpu":
+            raise RuntimeError("LAMB(fused=True) takes lr as a float or a CPU tensor")
+        row = [0.0] * _NROW
+        row[_LR] = float(lr)
+        row[_BETA1], row[_BETA2] = h["beta1"], h["beta2"]
+        row[_BETA3] = 1.0 - h["beta1"] if h["grad_averaging"] else 1.0
+        row[_EPS], row[_WD] = h["eps"], h["weight_decay"]
+        row[_BIAS_CORRECTION] = float(h["bias_correction"])
+        row[_ADAPT] = float(h["weight_decay"] != 0 or h["always_adapt"])
+        row[_TRUST_CLIP] = float(h["trust_clip"])
+        row[_SIGN] = -1.0 if h["maximize"] else 1.0
+        for i in range(len(params)):
+            entries.append((params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i], row))
+    if not entries:
+        return
+    for e in entries:
+        if e[4].device != e[0].device or e[4].dtype != torch.float32:
+            raise RuntimeError("LAMB fused kernels need float32 `step` tensors on the param's device")
+
+    cfg = CONFIG
+    # One launch set per (device, param dtype, grad dtype).
+    sets: dict[tuple, list] = {}
+    for e in entries:
+        sets.setdefault((e[0].device, e[0].dtype, e[1].dtype), []).append(e)
+
+    clip = bool(max_grad_norm)
+    gnorm_partials = {}
+    if clip and grad_norm is None:
+        for key, es in sets.items():
+            gnorm_partials[key] = _grad_norm_partials(es, cfg)
+        by_device: dict[torch.device, list[Tensor]] = {}
+        for (device, _, _), part in gnorm_partials.items():
+            by_device.setdefault(device, []).append(part)
+        if len(sets) > 1:
+            # Several dtypes or devices: one partial vector holding the total, the same for every launch set.
+            total = torch.stack([torch.stack(ps).sum() for ps in by_device.values()]).sum()
+            gnorm_partials = {key: total.reshape(1).to(key[0]) for key in sets}
+        else:
+            gnorm_partials = {key: part for key, part in gnorm_partials.items()}
+    elif clip:
+        for key in sets:
+            gnorm_partials[key] = (grad_norm.to(device=key[0], dtype=torch.float32) ** 2).reshape(1)
+
+    for key, es in sets.items():
+        _lamb_launch(es, cfg, gnorm_partials.get(key), max_grad_norm if clip else 0.0)
+
+
+def _grad_norm_partials(es, cfg) -> Tensor:
+    device = es[0][0].device
+    split = work_split(tuple(e[0].numel() for e in es), device, cfg)
+    ptrs = pointer_table([[e[i] for e in es] for i in range(5)], device)
+    numel = _numels(es, device)
+    n_prog = min(split.units, cfg.max_slots)
+    partials = torch.empty(n_prog, dtype=torch.float32, device=device)
+    count_launch()
+    _lamb_grad_norm_kernel[(n_prog,)](
+        ptrs, numel, split.unit_tensor, split.unit_slot, split.nslots, partials, split.units, es[0][1],
+        BLOCK=cfg.block, num_warps=cfg.num_warps,
+    )
+    return partials
+
+
+def _numels(es, device) -> Tensor:
+    from ._table import _to
+
+    return _to(torch.tensor([e[0].numel() for e in es], dtype=torch.int64), device)
+
+
+def _lamb_launch(es, cfg, gnorm_partials: Tensor | None, max_grad_norm: float) -> None:
+    device = es[0][0].device
+    split = work_split(tuple(e[0].numel() for e in es), device, cfg)
+    ptrs = pointer_table([[e[i] for e in es] for i in range(5)], device)
+    numel = _numels(es, device)
+    rows = row_table([e[5] for e in es], device)
+    w_sq = torch.empty(split.total_slots, dtype=torch.float32, device=device)
+    u_sq = torch.empty(split.total_slots, dtype=torch.float32, device=device)
+    new_step = torch.empty(len(es), dtype=torch.float32, device=device)
+    clip = gnorm_partials is not None
+    if not clip:
+        gnorm_partials = w_sq  # not read
+    grid = (split.units,)
+    count_launch()
+    _lamb_moments_kernel[grid](
+        ptrs, numel, rows, split.unit_tensor, split.unit_slot, split.nslots, split.slot_base, w_sq, u_sq,
+        new_step, gnorm_partials, gnorm_partials.numel(), max_grad_norm, es[0][0], es[0][1],
+        NROW=_NROW, CLIP=clip, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block, num_warps=cfg.num_warps,
+    )
+    count_launch()
+    _lamb_apply_kernel[grid](
+        ptrs, numel, rows, split.unit_tensor, split.unit_slot, split.nslots, split.slot_base, w_sq, u_sq,
+        new_step, es[0][0],
+        NROW=_NROW, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block, num_warps=cfg.num_warps,
+    )
