@@ -98,6 +98,10 @@ def pointer_table(columns: list[list[Tensor | None]], device: torch.device) -> T
     return _to(torch.tensor(rows, dtype=torch.int64).reshape(-1, len(columns)), device)
 
 
+def numel_table(params: list[Tensor], device: torch.device) -> Tensor:
+    return _to(torch.tensor([p.numel() for p in params], dtype=torch.int64), device)
+
+
 def row_table(rows: list[list[float]], device: torch.device) -> Tensor:
     return _to(torch.tensor(rows, dtype=torch.float64), device)
 

@@ -18,7 +18,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._table import CONFIG, check_tensors, count_launch, pointer_table, row_table, work_split
+from ._round import round_to
+from ._table import CONFIG, check_tensors, count_launch, numel_table, pointer_table, row_table, work_split
 
 # Columns of the pointer table and of the hyper-parameter rows.
 _P, _G, _M, _V, _STEP = range(5)
@@ -144,7 +145,7 @@ def _lamb_moments_kernel(
         b_u = _lamb_update(b_m, b_v, b_w, bc1, bc2, eps, wd)
         b_w_sq += b_w * b_w
         b_u_sq += b_u * b_u
-        tl.store(p_w + o_x, (b_w - lr * b_u).to(p_w.dtype.element_ty), mask=o_x < n_direct)
+        tl.store(p_w + o_x, round_to(b_w - lr * b_u, p_w), mask=o_x < n_direct)
     base = tl.load(slot_base_ptr + i_t)
     tl.store(w_sq_ptr + base + slot, tl.sum(b_w_sq, axis=0))
     tl.store(u_sq_ptr + base + slot, tl.sum(b_u_sq, axis=0))
@@ -211,7 +212,7 @@ def _lamb_apply_kernel(
         b_v = tl.load(p_v + o_x, mask=m_x, other=0.0)
         b_w = tl.load(p_w + o_x, mask=m_x, other=0.0).to(tl.float32)
         b_u = _lamb_update(b_m, b_v, b_w, bc1, bc2, eps, wd)
-        tl.store(p_w + o_x, (b_w - lr * (b_u * ratio)).to(p_w.dtype.element_ty), mask=m_x)
+        tl.store(p_w + o_x, round_to(b_w - lr * (b_u * ratio), p_w), mask=m_x)
 
 
 def lamb_step_(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None = None) -> None:
@@ -277,7 +278,7 @@ def _grad_norm_partials(es, cfg) -> Tensor:
     device = es[0][0].device
     split = work_split(tuple(e[0].numel() for e in es), device, cfg)
     ptrs = pointer_table([[e[i] for e in es] for i in range(5)], device)
-    numel = _numels(es, device)
+    numel = numel_table([e[0] for e in es], device)
     n_prog = min(split.units, cfg.max_slots)
     partials = torch.empty(n_prog, dtype=torch.float32, device=device)
     count_launch()
@@ -288,17 +289,11 @@ def _grad_norm_partials(es, cfg) -> Tensor:
     return partials
 
 
-def _numels(es, device) -> Tensor:
-    from ._table import _to
-
-    return _to(torch.tensor([e[0].numel() for e in es], dtype=torch.int64), device)
-
-
 def _lamb_launch(es, cfg, gnorm_partials: Tensor | None, max_grad_norm: float) -> None:
     device = es[0][0].device
     split = work_split(tuple(e[0].numel() for e in es), device, cfg)
     ptrs = pointer_table([[e[i] for e in es] for i in range(5)], device)
-    numel = _numels(es, device)
+    numel = numel_table([e[0] for e in es], device)
     rows = row_table([e[5] for e in es], device)
     w_sq = torch.empty(split.total_slots, dtype=torch.float32, device=device)
     u_sq = torch.empty(split.total_slots, dtype=torch.float32, device=device)

@@ -14,7 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._table import CONFIG, check_tensors, count_launch, pointer_table, row_table, work_split
+from ._round import round_to
+from ._table import CONFIG, check_tensors, count_launch, numel_table, pointer_table, row_table, work_split
 
 _LR, _MOMENTUM, _DAMPENING, _WD, _TRUST_COEFF, _EPS, _NESTEROV, _ADAPT, _TRUST_CLIP, _SIGN, _FIRST = range(11)
 _NROW = 11
@@ -124,7 +125,7 @@ def _lars_apply_kernel(
         tl.store(p_b + o_x, b_b, mask=o_x < n_buf)
         b_step = tl.where(nesterov != 0, b_d + momentum * b_b, b_b)
         b_step = tl.where(has_momentum, b_step, b_d)
-        tl.store(p_w + o_x, (b_w - lr * b_step).to(p_w.dtype.element_ty), mask=m_x)
+        tl.store(p_w + o_x, round_to(b_w - lr * b_step, p_w), mask=m_x)
 
 
 def lars_step_(calls) -> None:
@@ -165,12 +166,10 @@ def lars_step_(calls) -> None:
 
 
 def _lars_launch(es, cfg) -> None:
-    from ._table import _to
-
     device = es[0][0].device
     split = work_split(tuple(e[0].numel() for e in es), device, cfg)
     ptrs = pointer_table([[e[i] for e in es] for i in range(3)], device)
-    numel = _to(torch.tensor([e[0].numel() for e in es], dtype=torch.int64), device)
+    numel = numel_table([e[0] for e in es], device)
     rows = row_table([e[3] for e in es], device)
     w_sq = torch.empty(split.total_slots, dtype=torch.float32, device=device)
     g_sq = torch.empty(split.total_slots, dtype=torch.float32, device=device)
