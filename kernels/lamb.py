@@ -253,22 +253,16 @@ def lamb_step_(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None =
         sets.setdefault((e[0].device, e[0].dtype, e[1].dtype), []).append(e)
 
     clip = bool(max_grad_norm)
-    gnorm_partials = {}
+    gnorm_partials: dict[tuple, Tensor] = {}
     if clip and grad_norm is None:
-        for key, es in sets.items():
-            gnorm_partials[key] = _grad_norm_partials(es, cfg)
-        by_device: dict[torch.device, list[Tensor]] = {}
-        for (device, _, _), part in gnorm_partials.items():
-            by_device.setdefault(device, []).append(part)
-        if len(sets) > 1:
-            # Several dtypes or devices: one partial vector holding the total, the same for every launch set.
-            total = torch.stack([torch.stack(ps).sum() for ps in by_device.values()]).sum()
+        gnorm_partials = {key: _grad_norm_partials(es, cfg) for key, es in sets.items()}
+        if len(gnorm_partials) > 1:
+            # Several dtypes or devices: every launch set reads the same total.
+            first = next(iter(sets))[0]
+            total = torch.stack([part.sum().to(first) for part in gnorm_partials.values()]).sum()
             gnorm_partials = {key: total.reshape(1).to(key[0]) for key in sets}
-        else:
-            gnorm_partials = {key: part for key, part in gnorm_partials.items()}
     elif clip:
-        for key in sets:
-            gnorm_partials[key] = (grad_norm.to(device=key[0], dtype=torch.float32) ** 2).reshape(1)
+        gnorm_partials = {key: (grad_norm.to(device=key[0], dtype=torch.float32) ** 2).reshape(1) for key in sets}
 
     for key, es in sets.items():
         _lamb_launch(es, cfg, gnorm_partials.get(key), max_grad_norm if clip else 0.0)
