@@ -12,7 +12,7 @@ from torch import Tensor
 from ._base import LayerwiseOptimizer
 from ._common import Buckets, combine_norms, select_impl, state_zeros, step_device
 
-__all__ = ["LAMB", "lamb"]
+__all__ = ["LAMB", "lamb", "lamb_direction", "lamb_trust_ratio"]
 
 
 class LAMB(LayerwiseOptimizer):
@@ -208,12 +208,11 @@ def global_grad_norm(grads: Sequence[Tensor]) -> Tensor:
     by_device: dict[torch.device, list[Tensor]] = {}
     for g in grads:
         by_device.setdefault(g.device, []).append(g)
-    norms = []
-    first = None
-    for device, gs in by_device.items():
-        n = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs, 2, dtype=torch.float32)))
-        first = n if first is None else first
-        norms.append(n.to(first.device))
+    first = next(iter(by_device))
+    norms = [
+        torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs, 2, dtype=torch.float32))).to(first)
+        for gs in by_device.values()
+    ]
     return torch.linalg.vector_norm(torch.stack(norms))
 
 
@@ -270,6 +269,17 @@ def lamb(
     fn(*tensors, clip_coef=clip_coef, **hyper)
 
 
+def lamb_direction(exp_avg: Tensor, exp_avg_sq: Tensor, w: Tensor, bc1, bc2, eps: float, weight_decay: float):
+    """LAMB's update direction u (before the trust ratio) from the updated moments and the current weights."""
+    return (exp_avg / bc1) / ((exp_avg_sq / bc2).sqrt() + eps) + weight_decay * w
+
+
+def lamb_trust_ratio(w_norm: Tensor, u_norm: Tensor, trust_clip: bool) -> Tensor:
+    """||w|| / ||u||, 1 where either norm is 0, at most 1 with trust_clip; elementwise over stacked norms."""
+    trust_ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
+    return torch.clamp(trust_ratio, max=1.0) if trust_clip else trust_ratio
+
+
 def _bias_corrections(step: Tensor, beta1: float, beta2: float, bias_correction: bool) -> tuple[float, float]:
     # `step` lives on the host for these paths: reading it does not wait for a device.
     if not bias_correction:
@@ -312,13 +322,9 @@ def _single_tensor_lamb(
         exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
 
         w = p.to(exp_avg.dtype)
-        update = (exp_avg / bc1) / ((exp_avg_sq / bc2).sqrt() + eps) + weight_decay * w
+        update = lamb_direction(exp_avg, exp_avg_sq, w, bc1, bc2, eps, weight_decay)
         if weight_decay != 0 or always_adapt:
-            w_norm = torch.linalg.vector_norm(w)
-            u_norm = torch.linalg.vector_norm(update)
-            trust_ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
-            if trust_clip:
-                trust_ratio = torch.clamp(trust_ratio, max=1.0)
+            trust_ratio = lamb_trust_ratio(torch.linalg.vector_norm(w), torch.linalg.vector_norm(update), trust_clip)
             update = update * trust_ratio
         p.copy_(w - lr * update)
 
@@ -401,10 +407,7 @@ def _multi_tensor_lamb(
         return
     w_norm = combine_norms(len(params), buckets.owners, w_norms, params[0])
     u_norm = combine_norms(len(params), buckets.owners, u_norms, params[0])
-    trust_ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
-    if trust_clip:
-        trust_ratio = torch.clamp(trust_ratio, max=1.0)
-    step_size = (trust_ratio * -lr).unbind(0)
+    step_size = (lamb_trust_ratio(w_norm, u_norm, trust_clip) * -lr).unbind(0)
     for owners, (p, _, m, v) in buckets:
         w = fp32(p)
         u = update_of(owners, w, m, v)

@@ -10,7 +10,7 @@ from torch import Tensor
 from ._base import LayerwiseOptimizer
 from ._common import Buckets, combine_norms, select_impl, state_dtype
 
-__all__ = ["LARS", "lars"]
+__all__ = ["LARS", "lars", "lars_trust_ratio"]
 
 
 class LARS(LayerwiseOptimizer):
@@ -217,6 +217,14 @@ def lars(
         _single_tensor_lars(params, grads, momentum_buffers, **hyper)
 
 
+def lars_trust_ratio(w_norm, g_norm, trust_coeff: float, weight_decay: float, eps: float, trust_clip: bool, lr):
+    """trust_coeff * ||w|| / (||g|| + wd * ||w|| + eps), 1 where either norm is 0, LARC-clipped with trust_clip;
+    elementwise over stacked norms."""
+    trust_ratio = trust_coeff * w_norm / (g_norm + weight_decay * w_norm + eps)
+    trust_ratio = torch.where((w_norm > 0) & (g_norm > 0), trust_ratio, 1.0)
+    return torch.clamp(trust_ratio / lr, max=1.0) if trust_clip else trust_ratio
+
+
 def _single_tensor_lars(
     params: list[Tensor],
     grads: list[Tensor],
@@ -242,12 +250,9 @@ def _single_tensor_lars(
         w = p.to(dtype)
         d = g
         if weight_decay != 0 or always_adapt:
-            w_norm = torch.linalg.vector_norm(w)
-            g_norm = torch.linalg.vector_norm(g)
-            trust_ratio = trust_coeff * w_norm / (g_norm + weight_decay * w_norm + eps)
-            trust_ratio = torch.where((w_norm > 0) & (g_norm > 0), trust_ratio, 1.0)
-            if trust_clip:
-                trust_ratio = torch.clamp(trust_ratio / lr, max=1.0)
+            trust_ratio = lars_trust_ratio(
+                torch.linalg.vector_norm(w), torch.linalg.vector_norm(g), trust_coeff, weight_decay, eps, trust_clip, lr
+            )
             d = (g + weight_decay * w) * trust_ratio
         if momentum != 0:
             buf = momentum_buffers[i]
@@ -300,10 +305,7 @@ def _multi_tensor_lars(
             g_norms.append(torch._foreach_norm(g, 2, dtype=torch.float32))
         w_norm = combine_norms(len(params), buckets.owners, w_norms, params[0])
         g_norm = combine_norms(len(params), buckets.owners, g_norms, params[0])
-        trust_ratio = trust_coeff * w_norm / (g_norm + weight_decay * w_norm + eps)
-        trust_ratio = torch.where((w_norm > 0) & (g_norm > 0), trust_ratio, 1.0)
-        if trust_clip:
-            trust_ratio = torch.clamp(trust_ratio / lr, max=1.0)
+        trust_ratio = lars_trust_ratio(w_norm, g_norm, trust_coeff, weight_decay, eps, trust_clip, lr)
         # maximize: d = -r (g - wd * w); the sign rides on the ratio.
         trust_ratio = (-trust_ratio if maximize else trust_ratio).to(state_dtype(params[0])).unbind(0)
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 from cases import DEVICE, assert_same, clone_params, grads_for_step, make_params, set_grads
+from fused_optim.kernels import _table
 
 import fused_optim
-from fused_optim.kernels import _table
 
 LAMB_CFG = dict(lr=1e-2, weight_decay=0.01, max_grad_norm=1.0)
 LARS_CFG = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)
