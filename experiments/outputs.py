@@ -128,7 +128,7 @@ class Outputs:
         w.add_scalar("LR/train", lr, iteration)
         w.add_scalar("Loss/train", loss, iteration)
 
-    def test_point(self, run: str, epoch: int, step: int, test_loss: float) -> None:
+    def test_point(self, run: str, epoch: float, step: int, test_loss: float) -> None:
         if not self.enabled:
             return
         self.test.write(run=run, epoch=epoch, step=step, test_loss=test_loss)

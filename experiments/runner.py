@@ -124,7 +124,6 @@ class Run:
         self.iteration = 0
         self._batches = self._cycle()
         self.probe = TrustProbe(self.module, optimizer, name) if name in ("lars", "lamb") else None
-        self.on_epoch_end: Callable[[int], None] | None = None
 
     @property
     def module(self) -> torch.nn.Module:
@@ -138,8 +137,6 @@ class Run:
                     break
                 yield batch
             self.epoch += 1
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(self.epoch)
 
     def lr(self) -> float:
         return float(self.raw_optimizer.param_groups[0]["lr"])

@@ -98,7 +98,6 @@ def range_test(ctx: Context, data: Data, out: Outputs, cfg: Config, name: str, n
     run = Run(ctx, data, name, cfg.impl, start, batch_size=cfg.batch_size, seed=cfg.seed,
               limit_batches=cfg.limit_batches)
     label = f"{name}-range-test"
-    run.on_epoch_end = lambda epoch: out.test_point(label, epoch, run.iteration, run.evaluate())
     snapshot = finder.Snapshot(run.module, run.raw_optimizer)
 
     def step(lr: float | None) -> float:
@@ -107,6 +106,8 @@ def range_test(ctx: Context, data: Data, out: Outputs, cfg: Config, name: str, n
         loss, rows = run.train_step(update=lr is not None, lr=lr, probe=probe)
         if rows:
             out.trust_rows(name, i, lr, rows)
+        if lr is not None and run.iteration % run.batches_per_epoch == 0:
+            out.test_point(label, run.iteration // run.batches_per_epoch, run.iteration, run.evaluate())
         return loss
 
     t0 = time.perf_counter()
@@ -115,7 +116,7 @@ def range_test(ctx: Context, data: Data, out: Outputs, cfg: Config, name: str, n
         on_point=lambda i, lr, loss, smoothed: out.curve_point(name, i, lr, loss, smoothed),
     )
     test_loss = run.evaluate()
-    out.test_point(label, run.epoch, run.iteration, test_loss)
+    out.test_point(label, run.iteration / run.batches_per_epoch, run.iteration, test_loss)
     snapshot.restore()
     entry = suggest(result.lrs, result.losses, result.diverge_lr)
     entry.update(
@@ -144,26 +145,21 @@ def train(ctx: Context, data: Data, out: Outputs, cfg: Config, label: str, name:
               limit_batches=cfg.limit_batches, scheduler=make)
     momentum_before = _momentum(run.raw_optimizer)
     test_losses = []
-
-    def epoch_end(epoch: int) -> None:
-        test_losses.append(run.evaluate())
-        out.test_point(label, epoch, run.iteration, test_losses[-1])
-        if schedule == "multistep":
-            run.scheduler.step()
-
-    run.on_epoch_end = epoch_end
     loss = float("nan")
-    for _ in range(total):
+    for it in range(total):
         used_lr = run.lr()
         loss, _ = run.train_step()
-        out.train_point(label, run.iteration - 1, run.epoch, used_lr, loss)
+        out.train_point(label, it, it // iters_per_epoch, used_lr, loss)
         if schedule == "onecycle":
+            run.scheduler.step()
+        end_of_epoch = (it + 1) % iters_per_epoch == 0
+        if end_of_epoch or it + 1 == total or loss != loss:
+            test_losses.append(run.evaluate())
+            out.test_point(label, (it + 1) / iters_per_epoch, it + 1, test_losses[-1])
+        if end_of_epoch and schedule == "multistep":
             run.scheduler.step()
         if loss != loss:
             break
-    if run.iteration % iters_per_epoch:
-        test_losses.append(run.evaluate())
-        out.test_point(label, run.epoch + 1, run.iteration, test_losses[-1])
     return {
         "optimizer": name, "schedule": schedule, "lr": lr, "epochs": epochs, "iterations": run.iteration,
         "final_train_loss": loss, "test_loss": test_losses[-1] if test_losses else None,
