@@ -66,7 +66,17 @@ def parse_args(argv: list[str] | None = None):
     return cfg
 
 
+def _quiet_third_party() -> None:
+    """ColossalAI and its import chain warn about optional accelerators (apex, tensornvme) and deprecations that
+    this CPU/GPU study does not use; keep the output to what the study says."""
+    import warnings
+
+    for module in ("colossalai", "torch.nn.parallel", "torch.distributed", "transformers", "peft"):
+        warnings.filterwarnings("ignore", module=module)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_third_party()
     from fused_optim.experiments.outputs import OutputError, new_run_dir, write_json
     from fused_optim.experiments.study import start
 
