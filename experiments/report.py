@@ -68,6 +68,24 @@ def _trust_table(run_dir: Path, summary: dict) -> list[str]:
     return lines
 
 
+def _study_results(summary: dict) -> list[str]:
+    """One sentence of this run's numbers per entry of SEED_BUGS (empty where the run has none)."""
+    t = summary.get("training") or {}
+    opt = summary.get("optimizers") or {}
+    multistep = [f"{k}: test loss {_fmt(v.get('test_loss'))}" for k, v in t.items() if "multistep" in k]
+    sgd1 = t.get("sgd-onecycle") or {}
+    onecycle = (f"sgd-onecycle peaked at max_lr {_fmt(sgd1.get('lr'))}, test loss {_fmt(sgd1.get('test_loss'))} "
+                f"(the study's ended at chance, ln 10 = 2.3)") if sgd1 else ""
+    tests = [v.get("test_loss") for v in t.values() if v.get("test_loss") is not None]
+    test = f"final test losses range {_fmt(min(tests))} – {_fmt(max(tests))}" if tests else ""
+    sgd = opt.get("sgd") or {}
+    sweep = "; ".join(f"{n}: {_fmt(s.get('min_lr'))} – {_fmt(s.get('max_lr'))}" for n, s in opt.items())
+    if sgd.get("max_lr"):
+        sweep = (f"suggested regions {sweep}. The study read an upper limit of 0.1 for SGD from its sweep; "
+                 f"here max_lr = {_fmt(sgd['max_lr'])}")
+    return ["; ".join(multistep), onecycle, test, "", sweep]
+
+
 def render(summary: dict, figures: list[Path], run_dir: Path) -> str:
     cfg = summary.get("config", {})
     mode = f"the study ({cfg.get('study_epochs')}-epoch protocol)" if cfg.get("study") else "quick"
@@ -130,6 +148,6 @@ def render(summary: dict, figures: list[Path], run_dir: Path) -> str:
                                                               " (the optimizers keep their momentum).")]
     if cfg.get("study"):
         lines += ["", "## Differences from the original study, and why", ""]
-        for bug, fix in SEED_BUGS:
-            lines += [f"- **Study:** {bug}  ", f"  **Here:** {fix}"]
+        for (bug, fix), result in zip(SEED_BUGS, _study_results(summary)):
+            lines += [f"- **Study:** {bug}  ", f"  **Here:** {fix}" + (f"  \n  **Result:** {result}" if result else "")]
     return "\n".join(lines) + "\n"
