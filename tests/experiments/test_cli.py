@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fused_optim.experiments import outputs
 
 REPO = Path(__file__).resolve().parents[2]

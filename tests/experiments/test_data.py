@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from fused_optim.experiments import data
 
 

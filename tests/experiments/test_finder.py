@@ -6,10 +6,10 @@ import random
 import numpy as np
 import pytest
 import torch
-
-import fused_optim
 from fused_optim.experiments import finder
 from fused_optim.experiments.suggest import suggest
+
+import fused_optim
 
 
 def test_exponential_schedule():
