@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -75,8 +76,15 @@ def _quiet_third_party() -> None:
         warnings.filterwarnings("ignore", module=module)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_third_party()
+    # SIGTERM (what torchrun sends the other ranks when one dies, and what `kill` sends) ends the run like Ctrl-C:
+    # the outputs of what was done are written before exiting.
+    signal.signal(signal.SIGTERM, _interrupt)
     from fused_optim.experiments.outputs import OutputError, new_run_dir, write_json
     from fused_optim.experiments.study import start
 

@@ -126,7 +126,8 @@ def test_torchrun_two_processes_only_rank0_writes(tmp_path):
     assert len(rows) == len({r["iteration"] for r in rows}) == summary["optimizers"]["sgd"]["iterations"]
 
 
-def test_ctrl_c_leaves_readable_partial_outputs(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_leaves_readable_partial_outputs(tmp_path, sig):
     out = tmp_path / "interrupted"
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--optimizers", "sgd,adam", "--num-iter", "100000", "--end-lr", "1e-3",
@@ -139,7 +140,7 @@ def test_ctrl_c_leaves_readable_partial_outputs(tmp_path):
         if curves.is_file() and len(curves.read_text().splitlines()) > 20:
             break
         time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     rows = list(csv.DictReader(open(curves)))
