@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _cpu
 from ._base import LayerwiseOptimizer
 from ._common import Buckets, combine_norms, select_impl, state_zeros, step_device
 
@@ -348,13 +349,19 @@ def _multi_tensor_lamb(
     always_adapt: bool,
     maximize: bool,
 ) -> None:
-    """Two passes of `torch._foreach_*` ops over chunk-sized slices (see `Buckets`).
+    """Two passes per tensor: compiled loops for fp32 CPU tensors (see `_cpu`), else `torch._foreach_*` ops over
+    chunk-sized slices (see `Buckets`).
 
     Pass A updates m and v and takes the norms of w and u per chunk; pass B recomputes u from m, v, w and applies
     lr * r. Working per chunk keeps u and the denominator in cache, so memory sees about the 40 B/param (fp32)
     of the two-pass bound instead of one round trip per elementwise op.
     """
     if not params:
+        return
+    if _cpu.usable(params, grads, exp_avgs, exp_avg_sqs) and not (isinstance(lr, Tensor) and lr.is_cuda):
+        _cpu.lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, clip_coef=clip_coef, lr=lr, beta1=beta1,
+                  beta2=beta2, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction,
+                  grad_averaging=grad_averaging, trust_clip=trust_clip, always_adapt=always_adapt, maximize=maximize)
         return
     torch._foreach_add_(state_steps, 1.0)
     # u = c * m / (sqrt(v) + eps * sqrt(b2)) + wd * w with c = sqrt(b2) / b1: the bias corrections become

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _cpu
 from ._base import LayerwiseOptimizer
 from ._common import Buckets, combine_norms, select_impl, state_dtype
 
@@ -280,9 +281,15 @@ def _multi_tensor_lars(
     always_adapt: bool,
     maximize: bool,
 ) -> None:
-    """Two passes of `torch._foreach_*` ops over chunk-sized slices (see `Buckets`): the norms of w and g, then
-    the update, so memory sees about the 28 B/param (fp32) of the two-pass bound."""
+    """Two passes: the norms of w and g, then the update (28 B/param for fp32). Compiled loops for fp32 CPU
+    tensors (see `_cpu`), else `torch._foreach_*` ops over chunk-sized slices (see `Buckets`)."""
     if not params:
+        return
+    buffers = [b for b in momentum_buffers if b is not None] if momentum != 0 else []
+    if _cpu.usable(params, grads, buffers) and not (isinstance(lr, Tensor) and lr.is_cuda):
+        _cpu.lars(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
+                  weight_decay=weight_decay, nesterov=nesterov, trust_coeff=trust_coeff, eps=eps,
+                  trust_clip=trust_clip, always_adapt=always_adapt, maximize=maximize)
         return
     adapt = weight_decay != 0 or always_adapt
     low_precision = params[0].dtype != state_dtype(params[0])

@@ -124,6 +124,8 @@ def _lamb_moments_kernel(
 
     beta1_f = beta1.to(tl.float32)
     beta2_f = beta2.to(tl.float32)
+    # 1 - beta2 rounded once from fp64, as the reference's Python scalar is (not 1 - fp32(beta2)).
+    one_minus_beta2 = (1.0 - beta2).to(tl.float32)
     # Tensors without a trust ratio are done in this pass: their w is stored below.
     n_direct = tl.where(adapt == 0, n, 0)
     o_b = tl.arange(0, BLOCK)
@@ -138,7 +140,7 @@ def _lamb_moments_kernel(
         else:
             b_g = b_g * sign
         b_m = beta1_f * tl.load(p_m + o_x, mask=m_x, other=0.0) + beta3 * b_g
-        b_v = beta2_f * tl.load(p_v + o_x, mask=m_x, other=0.0) + (1.0 - beta2_f) * b_g * b_g
+        b_v = beta2_f * tl.load(p_v + o_x, mask=m_x, other=0.0) + one_minus_beta2 * b_g * b_g
         tl.store(p_m + o_x, b_m, mask=m_x)
         tl.store(p_v + o_x, b_v, mask=m_x)
         b_w = tl.load(p_w + o_x, mask=m_x, other=0.0).to(tl.float32)

@@ -89,7 +89,7 @@ def _lars_apply_kernel(
     p_row = rows_ptr + i_t * NROW
     lr = tl.load(p_row + 0).to(tl.float32)
     momentum = tl.load(p_row + 1).to(tl.float32)
-    dampening = tl.load(p_row + 2).to(tl.float32)
+    one_minus_dampening = (1.0 - tl.load(p_row + 2)).to(tl.float32)
     wd = tl.load(p_row + 3).to(tl.float32)
     trust_coeff = tl.load(p_row + 4).to(tl.float32)
     eps = tl.load(p_row + 5).to(tl.float32)
@@ -121,7 +121,7 @@ def _lars_apply_kernel(
         b_g = sign * tl.load(p_g + o_x, mask=m_x, other=0.0).to(tl.float32)
         b_d = tl.where(adapt != 0, (b_g + wd * b_w) * ratio, b_g)
         b_b = tl.load(p_b + o_x, mask=o_x < n_buf_old, other=0.0)
-        b_b = tl.where(first != 0, b_d, momentum * b_b + (1.0 - dampening) * b_d)
+        b_b = tl.where(first != 0, b_d, momentum * b_b + one_minus_dampening * b_d)
         tl.store(p_b + o_x, b_b, mask=o_x < n_buf)
         b_step = tl.where(nesterov != 0, b_d + momentum * b_b, b_b)
         b_step = tl.where(has_momentum, b_step, b_d)

