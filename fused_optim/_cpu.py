@@ -114,8 +114,10 @@ def lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, clip_coef, lr, be
         if p.numel() == 0:
             sums.append((0.0, 0.0))
             continue
-        sums.append(lamb_moments(_flat(g), _flat(m), _flat(v), _flat(p), f(g_scale), f(beta1), f(beta3), f(beta2), f(1.0 - beta2),
-                                 f(bc1), f(bc2), f(eps), f(weight_decay), f(0.0 if adapt else lr)))
+        sums.append(
+            lamb_moments(_flat(g), _flat(m), _flat(v), _flat(p), f(g_scale), f(beta1), f(beta3), f(beta2),
+                         f(1.0 - beta2), f(bc1), f(bc2), f(eps), f(weight_decay), f(0.0 if adapt else lr))
+        )
     if not adapt:
         return
     norms = torch.tensor(sums, dtype=torch.float32).sqrt()
