@@ -43,12 +43,78 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
             out.append((group, params, grads))
         return out
 
+    # The hyper-parameters a saved param group must have, and the per-param state entries this optimizer keeps.
+    _required_group_keys: tuple[str, ...] = ()
+    _state_keys: tuple[str, ...] = ()
+    # Options of other libraries' versions of the algorithm that this one can load only at these values.
+    _foreign_options = {"caution": False, "decoupled_decay": False, "corrected_weight_decay": False}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key in ("maximize", "foreach", "fused"):
+                group.setdefault(key, self.defaults.get(key))
+
+    def _checked_state_dict(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """Validate `state_dict` against this optimizer and its params, and return it in this optimizer's format
+        (timm's per-group `step` becomes per-param state). Raises ValueError before anything is changed."""
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
+            raise ValueError(f"{name}.load_state_dict expects a dict with 'state' and 'param_groups'")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"the state_dict has {len(saved_groups)} param groups, this {name} has {len(self.param_groups)}"
+            )
+        groups, state = [], {}
+        for i, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            missing = [k for k in self._required_group_keys if k not in saved]
+            if missing:
+                raise ValueError(
+                    f"the state_dict is not one of a {name}: its param group {i} has no {', '.join(missing)}"
+                )
+            odd = {k: saved[k] for k, ok in self._foreign_options.items() if k in saved and saved[k] != ok}
+            if odd:
+                raise ValueError(f"{name} cannot continue a run with {odd} (param group {i})")
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"param group {i} of the state_dict has {len(saved['params'])} params, this {name}'s has "
+                    f"{len(group['params'])}"
+                )
+            group_step = saved.get("step")
+            for p, pid in zip(group["params"], saved["params"]):
+                entry = state_dict["state"].get(pid)
+                if not entry:
+                    continue
+                unknown = set(entry) - set(self._state_keys)
+                if unknown:
+                    raise ValueError(
+                        f"the state_dict is not one of a {name}: it holds {', '.join(sorted(map(str, unknown)))}"
+                    )
+                for key, value in entry.items():
+                    if key != "step" and isinstance(value, Tensor) and value.shape != p.shape:
+                        raise ValueError(
+                            f"state '{key}' of shape {tuple(value.shape)} for a param of shape {tuple(p.shape)} "
+                            f"(param group {i}): the state_dict belongs to other parameters"
+                        )
+                entry = dict(entry)
+                if "step" in self._state_keys and "step" not in entry and group_step is not None:
+                    entry["step"] = torch.as_tensor(group_step, dtype=torch.float32).clone()
+                state[pid] = entry
+            groups.append({k: v for k, v in saved.items() if k not in self._foreign_options and k != "step"})
+        for key, value in state_dict["state"].items():
+            state.setdefault(key, value)
+        return {"state": state, "param_groups": groups}
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # torch casts floating state to the param dtype, which would round fp32 moments of bf16 params to bf16:
-        # restore those entries from the saved tensors instead.
+        """torch's load_state_dict, plus: a clear error (and no change) for the state of another optimizer or of
+        other parameters; timm's Lamb/Lars state loads; fp32 state stays fp32 for low-precision params."""
+        state_dict = self._checked_state_dict(state_dict)
         saved_groups = state_dict["param_groups"]
         saved_state = state_dict["state"]
         super().load_state_dict(state_dict)
+        # torch casts floating state to the param dtype, which would round fp32 moments of bf16 params to bf16:
+        # restore those entries from the saved tensors instead.
         for group, saved_group in zip(self.param_groups, saved_groups):
             for p, pid in zip(group["params"], saved_group["params"]):
                 saved = saved_state.get(pid)

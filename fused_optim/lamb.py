@@ -76,6 +76,21 @@ class LAMB(LayerwiseOptimizer):
     """
 
     _fp32_state = ("exp_avg", "exp_avg_sq")
+    _state_keys = ("step", "exp_avg", "exp_avg_sq")
+    _required_group_keys = (
+        "lr", "betas", "eps", "weight_decay", "bias_correction", "grad_averaging", "trust_clip", "always_adapt",
+    )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        checked = self._checked_state_dict(state_dict)
+        norms = {g.get("max_grad_norm", self.defaults["max_grad_norm"]) for g in checked["param_groups"]}
+        if len(norms) > 1:
+            raise ValueError(f"the state_dict's param groups disagree on max_grad_norm: {sorted(map(str, norms))}")
+        super().load_state_dict(state_dict)
+        # max_grad_norm clips the global norm: the checkpoint's value becomes the optimizer's.
+        self.defaults["max_grad_norm"] = norms.pop()
+        for group in self.param_groups:
+            group["max_grad_norm"] = self.defaults["max_grad_norm"]
 
     def __init__(
         self,

@@ -65,6 +65,10 @@ class LARS(LayerwiseOptimizer):
     """
 
     _fp32_state = ("momentum_buffer",)
+    _state_keys = ("momentum_buffer",)
+    _required_group_keys = (
+        "lr", "momentum", "dampening", "weight_decay", "nesterov", "trust_coeff", "eps", "trust_clip", "always_adapt",
+    )
 
     def __init__(
         self,

@@ -120,7 +120,8 @@ def _lamb_moments_kernel(
         o_s = tl.arange(0, MAX_SLOTS)
         b_part = tl.load(gnorm_partial_ptr + o_s, mask=o_s < n_gnorm, other=0.0)
         gnorm = tl.sqrt(tl.sum(b_part, axis=0))
-        g_scale = sign / tl.maximum(gnorm / max_grad_norm, 1.0)
+        # NaN propagates as in the other paths: a non-finite global norm poisons every grad.
+        g_scale = sign / tl.maximum(gnorm / max_grad_norm, 1.0, propagate_nan=tl.PropagateNan.ALL)
 
     beta1_f = beta1.to(tl.float32)
     beta2_f = beta2.to(tl.float32)
