@@ -68,6 +68,6 @@ def pytest_terminal_summary(terminalreporter):
         if bw and ours:
             floor = bytes_per_param(info["op"], info["param_bytes"]) * info["numel"] / bw
             tr.write_line(
-                f"  two-pass bound: {bytes_per_param(info['op'], info['param_bytes'])} B/param at the measured streaming "
-                f"bandwidth {bw / 1e9:.1f} GB/s = {floor * 1e3:.2f} ms; ours is {ours / floor:.2f}x the bound"
+                f"  two-pass bound: {bytes_per_param(info['op'], info['param_bytes'])} B/param at the measured "
+                f"streaming bandwidth {bw / 1e9:.1f} GB/s = {floor * 1e3:.2f} ms; ours is {ours / floor:.2f}x the bound"
             )

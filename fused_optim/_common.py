@@ -92,6 +92,14 @@ def step_device(p: Tensor, impl: str) -> torch.device:
     return p.device if impl == "fused" else torch.device("cpu")
 
 
+def uniform_groups(params: Sequence[Tensor]) -> list[list[int]]:
+    """Indices of `params` grouped by (device, dtype), in order of first appearance."""
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        groups.setdefault((p.device, p.dtype), []).append(i)
+    return list(groups.values())
+
+
 class Buckets:
     """Flat, chunk-sized views over lists of same-shaped tensors, for the CPU multi-tensor path.
 
@@ -142,12 +150,14 @@ class Buckets:
 
 
 def combine_norms(num: int, owners: Sequence[Sequence[int]], slice_norms: Sequence[Sequence[Tensor]], like: Tensor):
-    """Per-tensor L2 norms (stacked into one fp32 vector) from the norms of their slices; empty tensors get 0."""
+    """Per-tensor L2 norms (one vector, fp32; fp64 for fp64 tensors) from the norms of their slices; empty tensors
+    get 0."""
     parts: list[list[Tensor]] = [[] for _ in range(num)]
     for idx, norms in zip(owners, slice_norms):
         for i, n in zip(idx, norms):
             parts[i].append(n)
-    zero = torch.zeros((), dtype=torch.float32, device=like.device)
+    dtype = state_dtype(like)
+    zero = torch.zeros((), dtype=dtype, device=like.device)
     out = []
     for ps in parts:
         if not ps:
@@ -156,4 +166,4 @@ def combine_norms(num: int, owners: Sequence[Sequence[int]], slice_norms: Sequen
             out.append(ps[0])
         else:
             out.append(torch.linalg.vector_norm(torch.stack(ps)))
-    return torch.stack(out).to(torch.float32)
+    return torch.stack([n.to(dtype) for n in out])

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from . import _cpu
 from ._base import LayerwiseOptimizer
-from ._common import Buckets, combine_norms, select_impl, state_zeros, step_device
+from ._common import Buckets, combine_norms, select_impl, state_zeros, step_device, uniform_groups
 
 __all__ = ["LAMB", "lamb", "lamb_direction", "lamb_trust_ratio"]
 
@@ -220,14 +220,16 @@ class LAMB(LayerwiseOptimizer):
 
 
 def global_grad_norm(grads: Sequence[Tensor]) -> Tensor:
-    """L2 norm over all gradients, in fp32, without leaving the device."""
-    by_device: dict[torch.device, list[Tensor]] = {}
+    """L2 norm over all gradients (accumulated in fp32, fp64 for fp64 grads), without waiting for the device."""
+    by_kind: dict[tuple, list[Tensor]] = {}
     for g in grads:
-        by_device.setdefault(g.device, []).append(g)
-    first = next(iter(by_device))
+        by_kind.setdefault((g.device, g.dtype), []).append(g)
+    first = grads[0].device
     norms = [
-        torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs, 2, dtype=torch.float32))).to(first)
-        for gs in by_device.values()
+        torch.linalg.vector_norm(
+            torch.stack(torch._foreach_norm(gs, 2, dtype=None if dtype == torch.float64 else torch.float32))
+        ).to(device=first, dtype=torch.float32)
+        for (_, dtype), gs in by_kind.items()
     ]
     return torch.linalg.vector_norm(torch.stack(norms))
 
@@ -372,6 +374,15 @@ def _multi_tensor_lamb(
     of the two-pass bound instead of one round trip per elementwise op.
     """
     if not params:
+        return
+    split = uniform_groups(params)
+    if len(split) > 1:
+        for idx in split:
+            _multi_tensor_lamb(*([t[i] for i in idx] for t in (params, grads, exp_avgs, exp_avg_sqs, state_steps)),
+                               clip_coef=clip_coef, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                               weight_decay=weight_decay, bias_correction=bias_correction,
+                               grad_averaging=grad_averaging, trust_clip=trust_clip, always_adapt=always_adapt,
+                               maximize=maximize)
         return
     if _cpu.usable(params, grads, exp_avgs, exp_avg_sqs) and not (isinstance(lr, Tensor) and lr.is_cuda):
         _cpu.lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, clip_coef=clip_coef, lr=lr, beta1=beta1,

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from . import _cpu
 from ._base import LayerwiseOptimizer
-from ._common import Buckets, combine_norms, select_impl, state_dtype
+from ._common import Buckets, combine_norms, select_impl, state_dtype, uniform_groups
 
 __all__ = ["LARS", "lars", "lars_trust_ratio"]
 
@@ -289,6 +289,17 @@ def _multi_tensor_lars(
     tensors (see `_cpu`), else `torch._foreach_*` ops over chunk-sized slices (see `Buckets`)."""
     if not params:
         return
+    split = uniform_groups(params)
+    if len(split) > 1:
+        hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                     trust_coeff=trust_coeff, eps=eps, trust_clip=trust_clip, always_adapt=always_adapt,
+                     maximize=maximize)
+        for idx in split:
+            bufs = [momentum_buffers[i] for i in idx] if momentum != 0 else []
+            _multi_tensor_lars([params[i] for i in idx], [grads[i] for i in idx], bufs, **hyper)
+            for j, i in enumerate(idx if momentum != 0 else []):
+                momentum_buffers[i] = bufs[j]
+        return
     buffers = [b for b in momentum_buffers if b is not None] if momentum != 0 else []
     if _cpu.usable(params, grads, buffers) and not (isinstance(lr, Tensor) and lr.is_cuda):
         _cpu.lars(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
@@ -312,8 +323,8 @@ def _multi_tensor_lars(
     if adapt:
         w_norms, g_norms = [], []
         for _, (p, g, *_) in buckets:
-            w_norms.append(torch._foreach_norm(p, 2, dtype=torch.float32))
-            g_norms.append(torch._foreach_norm(g, 2, dtype=torch.float32))
+            w_norms.append(torch._foreach_norm(p, 2, dtype=state_dtype(params[0])))
+            g_norms.append(torch._foreach_norm(g, 2, dtype=state_dtype(params[0])))
         w_norm = combine_norms(len(params), buckets.owners, w_norms, params[0])
         g_norm = combine_norms(len(params), buckets.owners, g_norms, params[0])
         trust_ratio = lars_trust_ratio(w_norm, g_norm, trust_coeff, weight_decay, eps, trust_clip, lr)
