@@ -108,7 +108,7 @@ class Outputs:
         from torch.utils.tensorboard import SummaryWriter
 
         if run not in self._writers:
-            self._writers[run] = SummaryWriter(log_dir=str(self.path / "tensorboard" / run))
+            self._writers[run] = SummaryWriter(log_dir=str(self.path / "tensorboard" / run), flush_secs=5)
         return self._writers[run]
 
     def curve_point(self, optimizer: str, iteration: int, lr: float, loss: float, smoothed: float) -> None:

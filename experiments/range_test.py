@@ -72,8 +72,12 @@ def _quiet_third_party() -> None:
     this CPU/GPU study does not use; keep the output to what the study says."""
     import warnings
 
-    for module in ("colossalai", "torch.nn.parallel", "torch.distributed", "transformers", "peft"):
+    import logging
+
+    for module in ("colossalai", "torch.nn.parallel", "torch.distributed", "torch.jit", "transformers", "peft"):
         warnings.filterwarnings("ignore", module=module)
+    # bitsandbytes (imported by ColossalAI's import chain) logs that an optional 4-bit CPU kernel is not installed.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def _interrupt(signum, frame):
@@ -102,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.dry_run:
         return 0
     summary = start(cfg, run_dir)
+    if summary.get("failed"):
+        where = f"; the outputs of what was done are in {run_dir}" if run_dir is not None else ""
+        print(f"error: the run failed ({summary['failed']}){where}", file=sys.stderr)
+        return 1
     if rank == 0:
         for name, s in summary["optimizers"].items():
             print(f"{name:5s} suggested lr region {s['min_lr'] or float('nan'):.3g} – {s['max_lr'] or float('nan'):.3g}"

@@ -90,6 +90,8 @@ def render(summary: dict, figures: list[Path], run_dir: Path) -> str:
     cfg = summary.get("config", {})
     mode = f"the study ({cfg.get('study_epochs')}-epoch protocol)" if cfg.get("study") else "quick"
     lines = ["# LR range test: LeNet5 on MNIST", ""]
+    if summary.get("failed"):
+        lines += [f"**Failed**: {summary['failed']}. This report covers what finished before the failure.", ""]
     if summary.get("interrupted"):
         lines += ["**Interrupted**: this report covers what finished before the run was stopped.", ""]
     lines += [
@@ -123,6 +125,12 @@ def render(summary: dict, figures: list[Path], run_dir: Path) -> str:
             f"{'yes' if s.get('agree') else 'no' if s.get('agree') is False else '–'} |"
         )
     notes = [f"- {name}: {s['note']}" for name, s in summary.get("optimizers", {}).items() if s.get("note")]
+    cut = defaultdict(int)
+    for r in read_csv(run_dir / "curves.csv"):
+        if r["optimizer"] not in summary.get("optimizers", {}):
+            cut[r["optimizer"]] += 1
+    notes += [f"- {name}: sweep cut short after {n} points; no region suggested (the points are in curves.csv)"
+              for name, n in cut.items()]
     if notes:
         lines += ["", *notes]
     lines += ["", "Sweep ranges: " + "; ".join(f"{n}: {s.get('sweep_why')}"

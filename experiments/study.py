@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
+import signal
+import threading
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -207,14 +211,39 @@ def execute(cfg: Config, run_dir: Path | None, ctx: Context) -> dict:
                 )
     except KeyboardInterrupt:
         summary["interrupted"] = True
-    finally:
+    except Exception as e:
+        # A failed step or a lost peer process (under torchrun, a killed rank shows up here as a collective
+        # error): say why, keep what was done.
+        traceback.print_exc()
+        summary["failed"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:500]
+    with _signals_deferred() as received:
         out.close()
         if ctx.is_main and run_dir is not None:
             summary = clean(summary)
             write_json(run_dir / "summary.json", summary)
             figures = plot_all(run_dir, summary)
             (run_dir / "report.md").write_text(report.render(summary, figures, run_dir))
+    if received and not summary.get("failed"):
+        summary["interrupted"] = True
     return summary
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Writing the outputs is not cut short by Ctrl-C or SIGTERM (torchrun sends it to the surviving ranks when one
+    dies): signals that arrive meanwhile are noted, and the run ends as interrupted once the files are complete."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _versions() -> dict:

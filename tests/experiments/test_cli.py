@@ -150,3 +150,50 @@ def test_interrupt_leaves_readable_partial_outputs(tmp_path, sig):
     assert "Interrupted" in (out / "report.md").read_text()
     tags, _ = _tags(out / "tensorboard" / "sgd-range-test")
     assert {"LR/train", "Loss/train"} <= tags
+
+
+def _pid_of_rank(rank: int, marker: str) -> int | None:
+    """The worker process of `rank` in the torchrun job whose command line contains `marker` (Linux /proc)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ and marker.encode() in cmdline and b"range_test.py" in cmdline:
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc")
+def test_killed_rank_leaves_complete_outputs_on_rank0(tmp_path):
+    out = tmp_path / "killed"
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.Popen(
+        torchrun + [str(SCRIPT), "--optimizers", "sgd", "--num-iter", "100000", "--start-lr", "1e-9", "--end-lr",
+                    "1e-3", "--trust-every", "0", "--out", str(out)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        curves = out / "curves.csv"
+        deadline = time.time() + 180
+        while time.time() < deadline and not (curves.is_file() and len(curves.read_text().splitlines()) > 20):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.5)
+        victim = _pid_of_rank(1, str(out))
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed"] and not summary["interrupted"]
+    report = (out / "report.md").read_text()
+    assert "Failed" in report and "sgd: sweep cut short after" in report
+    rows = list(csv.DictReader(open(curves)))
+    assert len(rows) > 19 and all(r["lr"] and r["loss"] for r in rows)
+    tags, acc = _tags(out / "tensorboard" / "sgd-range-test")
+    assert {"LR/train", "Loss/train"} <= tags and len(acc.Scalars("Loss/train")) >= 20
