@@ -70,9 +70,8 @@ def parse_args(argv: list[str] | None = None):
 def _quiet_third_party() -> None:
     """ColossalAI and its import chain warn about optional accelerators (apex, tensornvme) and deprecations that
     this CPU/GPU study does not use; keep the output to what the study says."""
-    import warnings
-
     import logging
+    import warnings
 
     for module in ("colossalai", "torch.nn.parallel", "torch.distributed", "torch.jit", "transformers", "peft"):
         warnings.filterwarnings("ignore", module=module)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._common import check_param, check_step_inputs, state_dtype
+from ._common import LOW_PRECISION, check_param, check_step_inputs, state_dtype
 
 
 class LayerwiseOptimizer(torch.optim.Optimizer):
@@ -52,8 +52,27 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
-            for key in ("maximize", "foreach", "fused"):
-                group.setdefault(key, self.defaults.get(key))
+            for key in ("maximize", "foreach", "fused", "master_weights"):
+                group.setdefault(key, self.defaults.get(key, False))
+
+    def _master_split(self, group: dict[str, Any], params: list[Tensor]) -> list[tuple[list[int], list | None]]:
+        """Indices of `params` updated directly, and of those updated through their fp32 master copy (with the
+        masters, created on first use from the param), for one group."""
+        direct, mastered, masters = [], [], []
+        for i, p in enumerate(params):
+            state = self.state[p]
+            if group["master_weights"] and p.dtype in LOW_PRECISION:
+                if "master_param" not in state:
+                    state["master_param"] = torch.empty_like(
+                        p, dtype=torch.float32, memory_format=torch.preserve_format
+                    ).copy_(p)
+                mastered.append(i)
+                masters.append(state["master_param"])
+            else:
+                # A master left by a checkpoint of a run with master_weights=True: the param is now the truth.
+                state.pop("master_param", None)
+                direct.append(i)
+        return [(idx, m) for idx, m in ((direct, None), (mastered, masters)) if idx]
 
     def _checked_state_dict(self, state_dict: dict[str, Any]) -> dict[str, Any]:
         """Validate `state_dict` against this optimizer and its params, and return it in this optimizer's format

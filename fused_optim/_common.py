@@ -15,6 +15,7 @@ from torch import Tensor
 CHUNK_ELEMENTS = 1 << 19
 
 IMPLS = ("reference", "foreach", "fused")
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def interpreter_enabled() -> bool:
@@ -92,12 +93,27 @@ def step_device(p: Tensor, impl: str) -> torch.device:
     return p.device if impl == "fused" else torch.device("cpu")
 
 
-def uniform_groups(params: Sequence[Tensor]) -> list[list[int]]:
-    """Indices of `params` grouped by (device, dtype), in order of first appearance."""
+def uniform_groups(params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[list[int]]:
+    """Indices of `params` grouped by (device, param dtype, grad dtype), in order of first appearance."""
     groups: dict[tuple, list[int]] = {}
-    for i, p in enumerate(params):
-        groups.setdefault((p.device, p.dtype), []).append(i)
+    for i, (p, g) in enumerate(zip(params, grads)):
+        groups.setdefault((p.device, p.dtype, g.dtype), []).append(i)
     return list(groups.values())
+
+
+def check_masters(name: str, params: Sequence[Tensor], masters: Sequence[Tensor] | None) -> None:
+    """fp32 master copies: one per param, same shape and device."""
+    if masters is None:
+        return
+    if len(masters) != len(params):
+        raise ValueError(f"{name}: {len(params)} params but {len(masters)} master params")
+    for p, m in zip(params, masters):
+        if not isinstance(m, Tensor) or m.dtype != torch.float32 or m.shape != p.shape or m.device != p.device:
+            raise ValueError(
+                f"{name}: master params must be float32 tensors of their param's shape and device, got "
+                f"{getattr(m, 'dtype', type(m).__name__)} {tuple(getattr(m, 'shape', ()))} for a param of shape "
+                f"{tuple(p.shape)}"
+            )
 
 
 class Buckets:

@@ -11,7 +11,15 @@ from torch import Tensor
 
 from . import _cpu
 from ._base import LayerwiseOptimizer
-from ._common import Buckets, combine_norms, select_impl, state_zeros, step_device, uniform_groups
+from ._common import (
+    Buckets,
+    check_masters,
+    combine_norms,
+    select_impl,
+    state_zeros,
+    step_device,
+    uniform_groups,
+)
 
 __all__ = ["LAMB", "lamb", "lamb_direction", "lamb_trust_ratio"]
 
@@ -36,7 +44,9 @@ class LAMB(LayerwiseOptimizer):
 
     (:math:`-g` when ``maximize``.) State per parameter: ``step`` (a float32 scalar tensor), ``exp_avg`` (m) and
     ``exp_avg_sq`` (v), always fp32 (fp64 for fp64 params), also for bf16/fp16 params. The update is computed
-    in fp32 and rounded once to the parameter dtype. ``p.grad`` is never modified.
+    in fp32 and rounded once to the parameter dtype. ``p.grad`` is never modified. With ``master_weights``, bf16
+    and fp16 params also get ``master_param``, an fp32 copy that the update reads and writes; the param is its
+    rounded copy (see the README's "Precision, AMP and checkpoints").
 
     Paper: `Large Batch Optimization for Deep Learning: Training BERT in 76 minutes
     <https://arxiv.org/abs/1904.00962>`_.
@@ -56,6 +66,8 @@ class LAMB(LayerwiseOptimizer):
         always_adapt: apply the trust ratio also to groups with ``weight_decay == 0`` (default: False: such groups,
             typically biases and norm weights, take plain Adam steps).
         maximize: maximize the objective (default: False).
+        master_weights: keep an fp32 master copy of each bf16/fp16 param in the state and update that, so steps
+            smaller than the param dtype's resolution are not lost (default: False; no effect on fp32 params).
         foreach: use the multi-tensor ``torch._foreach_*`` path (default: None: the path for the params' device).
         fused: use the fused Triton kernels (default: None: used for CUDA params when triton is installed).
 
@@ -75,8 +87,8 @@ class LAMB(LayerwiseOptimizer):
       :math:`\lVert w \rVert` at 10 before the ratio.
     """
 
-    _fp32_state = ("exp_avg", "exp_avg_sq")
-    _state_keys = ("step", "exp_avg", "exp_avg_sq")
+    _fp32_state = ("exp_avg", "exp_avg_sq", "master_param")
+    _state_keys = ("step", "exp_avg", "exp_avg_sq", "master_param")
     _required_group_keys = (
         "lr", "betas", "eps", "weight_decay", "bias_correction", "grad_averaging", "trust_clip", "always_adapt",
     )
@@ -106,6 +118,7 @@ class LAMB(LayerwiseOptimizer):
         always_adapt: bool = False,
         *,
         maximize: bool = False,
+        master_weights: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
@@ -124,6 +137,7 @@ class LAMB(LayerwiseOptimizer):
             trust_clip=trust_clip,
             always_adapt=always_adapt,
             maximize=maximize,
+            master_weights=master_weights,
             foreach=foreach,
             fused=fused,
         )
@@ -153,12 +167,14 @@ class LAMB(LayerwiseOptimizer):
             )
         if group["fused"] and group["foreach"]:
             raise ValueError("LAMB: `fused` and `foreach` cannot both be True")
+        if not isinstance(group["master_weights"], bool):
+            raise ValueError(f"Invalid master_weights value: {group['master_weights']!r} (expected a bool)")
 
     def _init_group(self, params: list[Tensor], impl: str) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         exp_avgs, exp_avg_sqs, steps = [], [], []
         for p in params:
             state = self.state[p]
-            if len(state) == 0:
+            if "step" not in state:
                 state["step"] = torch.zeros((), dtype=torch.float32, device=step_device(p, impl))
                 state["exp_avg"] = state_zeros(p)
                 state["exp_avg_sq"] = state_zeros(p)
@@ -186,26 +202,24 @@ class LAMB(LayerwiseOptimizer):
         max_grad_norm = self.defaults["max_grad_norm"]
 
         calls = []
-        for group, params, grads in gathered:
-            exp_avgs, exp_avg_sqs, steps = self._init_group(params, impl)
+        for group, group_params, group_grads in gathered:
             beta1, beta2 = group["betas"]
-            calls.append(
-                (
-                    (params, grads, exp_avgs, exp_avg_sqs, steps),
-                    dict(
-                        lr=group["lr"],
-                        beta1=beta1,
-                        beta2=beta2,
-                        eps=group["eps"],
-                        weight_decay=group["weight_decay"],
-                        bias_correction=group["bias_correction"],
-                        grad_averaging=group["grad_averaging"],
-                        trust_clip=group["trust_clip"],
-                        always_adapt=group["always_adapt"],
-                        maximize=group["maximize"],
-                    ),
-                )
+            hyper = dict(
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                bias_correction=group["bias_correction"],
+                grad_averaging=group["grad_averaging"],
+                trust_clip=group["trust_clip"],
+                always_adapt=group["always_adapt"],
+                maximize=group["maximize"],
             )
+            for idx, masters in self._master_split(group, group_params):
+                params = [group_params[i] for i in idx]
+                grads = [group_grads[i] for i in idx]
+                calls.append(((params, grads, *self._init_group(params, impl)), dict(hyper, master_params=masters)))
 
         if impl == "fused":
             _fused_lamb(calls, max_grad_norm=max_grad_norm)
@@ -255,13 +269,16 @@ def lamb(
     maximize: bool = False,
     max_grad_norm: float | None = None,
     grad_norm: Tensor | None = None,
+    master_params: list[Tensor] | None = None,
 ) -> None:
     """Functional LAMB for one param group; see :class:`LAMB` for the algorithm.
 
     `state_steps` are float32 scalar tensors, incremented in place. With `max_grad_norm`, the gradients are
-    clipped by `grad_norm` when given (e.g. the norm over several groups), else by the norm of `grads`.
+    clipped by `grad_norm` when given (e.g. the norm over several groups), else by the norm of `grads`. With
+    `master_params` (fp32, one per param), the update reads and writes them and rounds the result into `params`.
     """
     impl = select_impl(params, foreach, fused, "LAMB")
+    check_masters("LAMB", params, master_params)
     hyper = dict(
         lr=lr,
         beta1=beta1,
@@ -274,10 +291,12 @@ def lamb(
         always_adapt=always_adapt,
         maximize=maximize,
     )
-    tensors = (params, grads, exp_avgs, exp_avg_sqs, state_steps)
     if impl == "fused":
-        _fused_lamb([(tensors, hyper)], max_grad_norm=max_grad_norm, grad_norm=grad_norm)
+        tensors = (params, grads, exp_avgs, exp_avg_sqs, state_steps)
+        _fused_lamb([(tensors, dict(hyper, master_params=master_params))], max_grad_norm=max_grad_norm,
+                    grad_norm=grad_norm)
         return
+    tensors = (master_params if master_params is not None else params, grads, exp_avgs, exp_avg_sqs, state_steps)
     clip_coef = None
     if max_grad_norm and params:
         if grad_norm is None:
@@ -285,6 +304,8 @@ def lamb(
         clip_coef = torch.clamp(grad_norm / max_grad_norm, min=1.0)
     fn = _multi_tensor_lamb if impl == "foreach" else _single_tensor_lamb
     fn(*tensors, clip_coef=clip_coef, **hyper)
+    if master_params is not None and params:
+        torch._foreach_copy_(params, master_params)
 
 
 def lamb_direction(exp_avg: Tensor, exp_avg_sq: Tensor, w: Tensor, bc1, bc2, eps: float, weight_decay: float):
@@ -375,7 +396,7 @@ def _multi_tensor_lamb(
     """
     if not params:
         return
-    split = uniform_groups(params)
+    split = uniform_groups(params, grads)
     if len(split) > 1:
         for idx in split:
             _multi_tensor_lamb(*([t[i] for i in idx] for t in (params, grads, exp_avgs, exp_avg_sqs, state_steps)),
@@ -399,10 +420,11 @@ def _multi_tensor_lamb(
         scale.append(math.sqrt(bc2) / bc1)
     adapt = weight_decay != 0 or always_adapt
     low_precision = params[0].dtype != exp_avgs[0].dtype
+    low_precision_grads = grads[0].dtype != exp_avgs[0].dtype
     buckets = Buckets([params, grads, exp_avgs, exp_avg_sqs])
 
-    def fp32(ts: list[Tensor]) -> list[Tensor]:
-        return [t.to(exp_avgs[0].dtype) for t in ts] if low_precision else ts
+    def fp32(ts: list[Tensor], convert: bool = low_precision) -> list[Tensor]:
+        return [t.to(exp_avgs[0].dtype) for t in ts] if convert else ts
 
     def update_of(owners, w, m, v) -> list[Tensor]:
         den = torch._foreach_sqrt(v)
@@ -416,7 +438,7 @@ def _multi_tensor_lamb(
 
     w_norms, u_norms = [], []
     for owners, (p, g, m, v) in buckets:
-        g = fp32(g)
+        g = fp32(g, low_precision_grads)
         if maximize:
             g = torch._foreach_neg(g)
         if clip_coef is not None:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from . import _cpu
 from ._base import LayerwiseOptimizer
-from ._common import Buckets, combine_norms, select_impl, state_dtype, uniform_groups
+from ._common import Buckets, check_masters, combine_norms, select_impl, state_dtype, uniform_groups
 
 __all__ = ["LARS", "lars", "lars_trust_ratio"]
 
@@ -31,7 +31,8 @@ class LARS(LayerwiseOptimizer):
     with :math:`\eta` = ``trust_coeff``, :math:`\mu` = ``momentum``, :math:`\tau` = ``dampening``. The trust
     ratio is applied before the momentum, as in timm and apex's LARC. State per parameter: ``momentum_buffer``
     (when ``momentum != 0``), fp32 whatever the param dtype (fp64 for fp64 params). The update is computed in fp32
-    and rounded once to the parameter dtype. ``p.grad`` is never modified.
+    and rounded once to the parameter dtype. ``p.grad`` is never modified. With ``master_weights``, bf16 and fp16
+    params also get ``master_param``, an fp32 copy that the update reads and writes; the param is its rounded copy.
 
     Paper: `Large Batch Training of Convolutional Networks <https://arxiv.org/abs/1708.03888>`_.
 
@@ -49,6 +50,8 @@ class LARS(LayerwiseOptimizer):
         always_adapt: apply the trust ratio also to groups with ``weight_decay == 0`` (default: False: such groups
             take plain SGD steps).
         maximize: maximize the objective (default: False).
+        master_weights: keep an fp32 master copy of each bf16/fp16 param in the state and update that, so steps
+            smaller than the param dtype's resolution are not lost (default: False; no effect on fp32 params).
         foreach: use the multi-tensor ``torch._foreach_*`` path (default: None: the path for the params' device).
         fused: use the fused Triton kernels (default: None: used for CUDA params when triton is installed).
 
@@ -64,8 +67,8 @@ class LARS(LayerwiseOptimizer):
       momentum buffer, no :math:`\eta`, frozen when :math:`\lVert w \rVert = 0`): not offered.
     """
 
-    _fp32_state = ("momentum_buffer",)
-    _state_keys = ("momentum_buffer",)
+    _fp32_state = ("momentum_buffer", "master_param")
+    _state_keys = ("momentum_buffer", "master_param")
     _required_group_keys = (
         "lr", "momentum", "dampening", "weight_decay", "nesterov", "trust_coeff", "eps", "trust_clip", "always_adapt",
     )
@@ -84,6 +87,7 @@ class LARS(LayerwiseOptimizer):
         always_adapt: bool = False,
         *,
         maximize: bool = False,
+        master_weights: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
@@ -100,6 +104,7 @@ class LARS(LayerwiseOptimizer):
             trust_clip=trust_clip,
             always_adapt=always_adapt,
             maximize=maximize,
+            master_weights=master_weights,
             foreach=foreach,
             fused=fused,
         )
@@ -126,6 +131,8 @@ class LARS(LayerwiseOptimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         if group["fused"] and group["foreach"]:
             raise ValueError("LARS: `fused` and `foreach` cannot both be True")
+        if not isinstance(group["master_weights"], bool):
+            raise ValueError(f"Invalid master_weights value: {group['master_weights']!r} (expected a bool)")
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -143,13 +150,13 @@ class LARS(LayerwiseOptimizer):
         impl = select_impl(all_params, first["foreach"], first["fused"], "LARS")
 
         calls = []
-        for group, params, grads in gathered:
-            if group["momentum"] != 0:
-                bufs = [self.state[p].get("momentum_buffer") for p in params]
-            else:
-                bufs = []
+        for group, group_params, group_grads in gathered:
             hyper = {k: group[k] for k in _HYPER}
-            calls.append(((params, grads, bufs), hyper))
+            for idx, masters in self._master_split(group, group_params):
+                params = [group_params[i] for i in idx]
+                grads = [group_grads[i] for i in idx]
+                bufs = [self.state[p].get("momentum_buffer") for p in params] if group["momentum"] != 0 else []
+                calls.append(((params, grads, bufs), dict(hyper, master_params=masters)))
 
         if impl == "fused":
             _fused_lars(calls)
@@ -193,13 +200,16 @@ def lars(
     trust_clip: bool = False,
     always_adapt: bool = False,
     maximize: bool = False,
+    master_params: list[Tensor] | None = None,
 ) -> None:
     """Functional LARS for one param group; see :class:`LARS` for the algorithm.
 
     With momentum, `momentum_buffers` holds one entry per param: None before its first step, replaced in the
-    list by the new fp32 buffer.
+    list by the new fp32 buffer. With `master_params` (fp32, one per param), the update reads and writes them and
+    rounds the result into `params`.
     """
     impl = select_impl(params, foreach, fused, "LARS")
+    check_masters("LARS", params, master_params)
     hyper = dict(
         lr=lr,
         momentum=momentum,
@@ -215,11 +225,15 @@ def lars(
     if momentum != 0 and len(momentum_buffers) != len(params):
         raise ValueError(f"lars: {len(params)} params but {len(momentum_buffers)} momentum buffers")
     if impl == "fused":
-        _fused_lars([((params, grads, momentum_buffers), hyper)])
-    elif impl == "foreach":
-        _multi_tensor_lars(params, grads, momentum_buffers, **hyper)
+        _fused_lars([((params, grads, momentum_buffers), dict(hyper, master_params=master_params))])
+        return
+    targets = master_params if master_params is not None else params
+    if impl == "foreach":
+        _multi_tensor_lars(targets, grads, momentum_buffers, **hyper)
     else:
-        _single_tensor_lars(params, grads, momentum_buffers, **hyper)
+        _single_tensor_lars(targets, grads, momentum_buffers, **hyper)
+    if master_params is not None and params:
+        torch._foreach_copy_(params, master_params)
 
 
 def lars_trust_ratio(w_norm, g_norm, trust_coeff: float, weight_decay: float, eps: float, trust_clip: bool, lr):
@@ -289,7 +303,7 @@ def _multi_tensor_lars(
     tensors (see `_cpu`), else `torch._foreach_*` ops over chunk-sized slices (see `Buckets`)."""
     if not params:
         return
-    split = uniform_groups(params)
+    split = uniform_groups(params, grads)
     if len(split) > 1:
         hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                      trust_coeff=trust_coeff, eps=eps, trust_clip=trust_clip, always_adapt=always_adapt,
@@ -308,6 +322,7 @@ def _multi_tensor_lars(
         return
     adapt = weight_decay != 0 or always_adapt
     low_precision = params[0].dtype != state_dtype(params[0])
+    low_precision_grads = grads[0].dtype != state_dtype(params[0])
     fresh = set()
     if momentum != 0:
         for i, p in enumerate(params):
@@ -317,8 +332,8 @@ def _multi_tensor_lars(
     lists = [params, grads] + ([momentum_buffers] if momentum != 0 else [])
     buckets = Buckets(lists)
 
-    def fp32(ts: list[Tensor]) -> list[Tensor]:
-        return [t.to(state_dtype(params[0])) for t in ts] if low_precision else ts
+    def fp32(ts: list[Tensor], convert: bool = low_precision) -> list[Tensor]:
+        return [t.to(state_dtype(params[0])) for t in ts] if convert else ts
 
     if adapt:
         w_norms, g_norms = [], []
@@ -332,7 +347,7 @@ def _multi_tensor_lars(
         trust_ratio = (-trust_ratio if maximize else trust_ratio).to(state_dtype(params[0])).unbind(0)
 
     for owners, (p, g, *rest) in buckets:
-        g = fp32(g)
+        g = fp32(g, low_precision_grads)
         w = fp32(p)
         if adapt:
             d = torch._foreach_add(g, w, alpha=-weight_decay if maximize else weight_decay)

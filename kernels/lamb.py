@@ -7,6 +7,8 @@ Bytes per element for fp32 params (p = param bytes, 2 for bf16/fp16; state is al
   (u is recomputed in fp32), writes w                                                16 B  (2p + 8)
 Total 40 B (44 B with clipping), the two-pass bound; bf16/fp16 params: 32 B (34 B).
 Tensors that take no trust ratio (weight_decay == 0 and not always_adapt) are updated in pass A: 28 B.
+With fp32 master weights for bf16/fp16 params, w is the fp32 master and the param is written as its rounded copy
+(+2 B in the pass that writes w), grads are read at 2 B: 40 B (42 B with clipping).
 
 `step` counters stay on the device: pass A reads them (t + 1 goes to a scratch row), pass B writes them.
 """
@@ -22,14 +24,15 @@ from ._round import round_to
 from ._table import CONFIG, check_tensors, count_launch, numel_table, pointer_table, row_table, work_split
 
 # Columns of the pointer table and of the hyper-parameter rows.
-_P, _G, _M, _V, _STEP = range(5)
+_P, _G, _M, _V, _STEP, _COPY = range(6)
+_NPTR = 6
 _LR, _BETA1, _BETA2, _BETA3, _EPS, _WD, _BIAS_CORRECTION, _ADAPT, _TRUST_CLIP, _SIGN = range(10)
 _NROW = 10
 
 
 @triton.jit
 def _lamb_grad_norm_kernel(
-    ptrs_ptr,  # int64 [T, 5]
+    ptrs_ptr,  # int64 [T, NPTR]
     numel_ptr,  # int64 [T]
     unit_tensor_ptr,  # int32 [U]
     unit_slot_ptr,  # int32 [U]
@@ -37,6 +40,7 @@ def _lamb_grad_norm_kernel(
     partial_ptr,  # fp32 [num_programs]
     n_units,
     grad_like_ptr,  # any grad of the launch, for its dtype
+    NPTR: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     i_p = tl.program_id(0)
@@ -47,7 +51,7 @@ def _lamb_grad_norm_kernel(
         slot = tl.load(unit_slot_ptr + i_u).to(tl.int64)
         ns = tl.load(nslots_ptr + i_t).to(tl.int64)
         n = tl.load(numel_ptr + i_t)
-        p_g = tl.load(ptrs_ptr + i_t * 5 + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
+        p_g = tl.load(ptrs_ptr + i_t * NPTR + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
         for i_blk in range(slot, tl.cdiv(n, BLOCK), ns):
             o_x = i_blk * BLOCK + o_b
             b_g = tl.load(p_g + o_x, mask=o_x < n, other=0.0).to(tl.float32)
@@ -68,7 +72,7 @@ def _bias_correction(beta, t, on):
 
 @triton.jit
 def _lamb_moments_kernel(
-    ptrs_ptr,  # int64 [T, 5]
+    ptrs_ptr,  # int64 [T, NPTR]
     numel_ptr,  # int64 [T]
     rows_ptr,  # fp64 [T, NROW]
     unit_tensor_ptr,  # int32 [U]
@@ -83,7 +87,10 @@ def _lamb_moments_kernel(
     max_grad_norm,
     param_like_ptr,
     grad_like_ptr,
+    copy_like_ptr,  # a param of the launch when COPY (w is then its fp32 master)
     NROW: tl.constexpr,
+    NPTR: tl.constexpr,
+    COPY: tl.constexpr,
     CLIP: tl.constexpr,
     MAX_SLOTS: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -93,11 +100,12 @@ def _lamb_moments_kernel(
     slot = tl.load(unit_slot_ptr + i_u).to(tl.int64)
     ns = tl.load(nslots_ptr + i_t).to(tl.int64)
     n = tl.load(numel_ptr + i_t)
-    p_w = tl.load(ptrs_ptr + i_t * 5 + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
-    p_g = tl.load(ptrs_ptr + i_t * 5 + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
-    p_m = tl.load(ptrs_ptr + i_t * 5 + 2).to(tl.pointer_type(tl.float32))
-    p_v = tl.load(ptrs_ptr + i_t * 5 + 3).to(tl.pointer_type(tl.float32))
-    p_step = tl.load(ptrs_ptr + i_t * 5 + 4).to(tl.pointer_type(tl.float32))
+    p_w = tl.load(ptrs_ptr + i_t * NPTR + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
+    p_g = tl.load(ptrs_ptr + i_t * NPTR + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
+    p_m = tl.load(ptrs_ptr + i_t * NPTR + 2).to(tl.pointer_type(tl.float32))
+    p_v = tl.load(ptrs_ptr + i_t * NPTR + 3).to(tl.pointer_type(tl.float32))
+    p_step = tl.load(ptrs_ptr + i_t * NPTR + 4).to(tl.pointer_type(tl.float32))
+    p_c = tl.load(ptrs_ptr + i_t * NPTR + 5).to(tl.pointer_type(copy_like_ptr.dtype.element_ty))
     p_row = rows_ptr + i_t * NROW
     lr = tl.load(p_row + 0).to(tl.float32)
     beta1 = tl.load(p_row + 1)
@@ -148,7 +156,10 @@ def _lamb_moments_kernel(
         b_u = _lamb_update(b_m, b_v, b_w, bc1, bc2, eps, wd)
         b_w_sq += b_w * b_w
         b_u_sq += b_u * b_u
-        tl.store(p_w + o_x, round_to(b_w - lr * b_u, p_w), mask=o_x < n_direct)
+        b_new = b_w - lr * b_u
+        tl.store(p_w + o_x, round_to(b_new, p_w), mask=o_x < n_direct)
+        if COPY:
+            tl.store(p_c + o_x, round_to(b_new, p_c), mask=o_x < n_direct)
     base = tl.load(slot_base_ptr + i_t)
     tl.store(w_sq_ptr + base + slot, tl.sum(b_w_sq, axis=0))
     tl.store(u_sq_ptr + base + slot, tl.sum(b_u_sq, axis=0))
@@ -156,7 +167,7 @@ def _lamb_moments_kernel(
 
 @triton.jit
 def _lamb_apply_kernel(
-    ptrs_ptr,  # int64 [T, 5]
+    ptrs_ptr,  # int64 [T, NPTR]
     numel_ptr,  # int64 [T]
     rows_ptr,  # fp64 [T, NROW]
     unit_tensor_ptr,  # int32 [U]
@@ -167,7 +178,10 @@ def _lamb_apply_kernel(
     u_sq_ptr,  # fp32 [total_slots]
     new_step_ptr,  # fp32 [T]
     param_like_ptr,
+    copy_like_ptr,
     NROW: tl.constexpr,
+    NPTR: tl.constexpr,
+    COPY: tl.constexpr,
     MAX_SLOTS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -176,10 +190,11 @@ def _lamb_apply_kernel(
     slot = tl.load(unit_slot_ptr + i_u).to(tl.int64)
     ns = tl.load(nslots_ptr + i_t).to(tl.int64)
     n = tl.load(numel_ptr + i_t)
-    p_w = tl.load(ptrs_ptr + i_t * 5 + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
-    p_m = tl.load(ptrs_ptr + i_t * 5 + 2).to(tl.pointer_type(tl.float32))
-    p_v = tl.load(ptrs_ptr + i_t * 5 + 3).to(tl.pointer_type(tl.float32))
-    p_step = tl.load(ptrs_ptr + i_t * 5 + 4).to(tl.pointer_type(tl.float32))
+    p_w = tl.load(ptrs_ptr + i_t * NPTR + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
+    p_m = tl.load(ptrs_ptr + i_t * NPTR + 2).to(tl.pointer_type(tl.float32))
+    p_v = tl.load(ptrs_ptr + i_t * NPTR + 3).to(tl.pointer_type(tl.float32))
+    p_step = tl.load(ptrs_ptr + i_t * NPTR + 4).to(tl.pointer_type(tl.float32))
+    p_c = tl.load(ptrs_ptr + i_t * NPTR + 5).to(tl.pointer_type(copy_like_ptr.dtype.element_ty))
     p_row = rows_ptr + i_t * NROW
     lr = tl.load(p_row + 0).to(tl.float32)
     beta1 = tl.load(p_row + 1)
@@ -215,17 +230,22 @@ def _lamb_apply_kernel(
         b_v = tl.load(p_v + o_x, mask=m_x, other=0.0)
         b_w = tl.load(p_w + o_x, mask=m_x, other=0.0).to(tl.float32)
         b_u = _lamb_update(b_m, b_v, b_w, bc1, bc2, eps, wd)
-        tl.store(p_w + o_x, round_to(b_w - lr * (b_u * ratio), p_w), mask=m_x)
+        b_new = b_w - lr * (b_u * ratio)
+        tl.store(p_w + o_x, round_to(b_new, p_w), mask=m_x)
+        if COPY:
+            tl.store(p_c + o_x, round_to(b_new, p_c), mask=m_x)
 
 
 def lamb_step_(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None = None) -> None:
     """One LAMB step for several param groups: `calls` is a list of
     ((params, grads, exp_avgs, exp_avg_sqs, steps), hyper) with `hyper` the keyword arguments of
-    `fused_optim.lamb` for that group. With `max_grad_norm`, grads are clipped by `grad_norm` when given, else by
-    the norm over all grads of `calls`."""
-    entries = []  # (param, grad, m, v, step, row)
+    `fused_optim.lamb` for that group (`master_params` included). With `max_grad_norm`, grads are clipped by
+    `grad_norm` when given, else by the norm over all grads of `calls`."""
+    entries = []  # (param or its master, grad, m, v, step, row, param when mastered)
     for (params, grads, exp_avgs, exp_avg_sqs, steps), h in calls:
-        check_tensors("LAMB", list(params), [list(grads), list(exp_avgs), list(exp_avg_sqs)])
+        masters = h.get("master_params")
+        others = [list(grads), list(exp_avgs), list(exp_avg_sqs)] + ([list(masters)] if masters is not None else [])
+        check_tensors("LAMB", list(params), others)
         for m in list(exp_avgs) + list(exp_avg_sqs):
             if m.dtype != torch.float32:
                 raise RuntimeError(f"LAMB fused kernels keep state in float32, got {m.dtype}")
@@ -242,7 +262,10 @@ def lamb_step_(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None =
         row[_TRUST_CLIP] = float(h["trust_clip"])
         row[_SIGN] = -1.0 if h["maximize"] else 1.0
         for i in range(len(params)):
-            entries.append((params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i], row))
+            if masters is None:
+                entries.append((params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i], row, None))
+            else:
+                entries.append((masters[i], grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i], row, params[i]))
     if not entries:
         return
     for e in entries:
@@ -250,10 +273,10 @@ def lamb_step_(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None =
             raise RuntimeError("LAMB fused kernels need float32 `step` tensors on the param's device")
 
     cfg = CONFIG
-    # One launch set per (device, param dtype, grad dtype).
+    # One launch set per (device, param dtype, grad dtype, dtype of the param behind a master).
     sets: dict[tuple, list] = {}
     for e in entries:
-        sets.setdefault((e[0].device, e[0].dtype, e[1].dtype), []).append(e)
+        sets.setdefault((e[0].device, e[0].dtype, e[1].dtype, e[6] is not None and e[6].dtype), []).append(e)
 
     clip = bool(max_grad_norm)
     gnorm_partials: dict[tuple, Tensor] = {}
@@ -274,40 +297,46 @@ def lamb_step_(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None =
 def _grad_norm_partials(es, cfg) -> Tensor:
     device = es[0][0].device
     split = work_split(tuple(e[0].numel() for e in es), device, cfg)
-    ptrs = pointer_table([[e[i] for e in es] for i in range(5)], device)
+    ptrs = pointer_table(_columns(es), device)
     numel = numel_table([e[0] for e in es], device)
     n_prog = min(split.units, cfg.max_slots)
     partials = torch.empty(n_prog, dtype=torch.float32, device=device)
     count_launch()
     _lamb_grad_norm_kernel[(n_prog,)](
         ptrs, numel, split.unit_tensor, split.unit_slot, split.nslots, partials, split.units, es[0][1],
-        BLOCK=cfg.block, num_warps=cfg.num_warps,
+        NPTR=_NPTR, BLOCK=cfg.block, num_warps=cfg.num_warps,
     )
     return partials
+
+
+def _columns(es) -> list[list]:
+    return [[e[i] for e in es] for i in range(5)] + [[e[6] for e in es]]
 
 
 def _lamb_launch(es, cfg, gnorm_partials: Tensor | None, max_grad_norm: float) -> None:
     device = es[0][0].device
     split = work_split(tuple(e[0].numel() for e in es), device, cfg)
-    ptrs = pointer_table([[e[i] for e in es] for i in range(5)], device)
+    ptrs = pointer_table(_columns(es), device)
     numel = numel_table([e[0] for e in es], device)
     rows = row_table([e[5] for e in es], device)
     w_sq = torch.empty(split.total_slots, dtype=torch.float32, device=device)
     u_sq = torch.empty(split.total_slots, dtype=torch.float32, device=device)
     new_step = torch.empty(len(es), dtype=torch.float32, device=device)
     clip = gnorm_partials is not None
+    copy = es[0][6] is not None
+    copy_like = es[0][6] if copy else es[0][0]
     if not clip:
         gnorm_partials = w_sq  # not read
     grid = (split.units,)
     count_launch()
     _lamb_moments_kernel[grid](
         ptrs, numel, rows, split.unit_tensor, split.unit_slot, split.nslots, split.slot_base, w_sq, u_sq,
-        new_step, gnorm_partials, gnorm_partials.numel(), max_grad_norm, es[0][0], es[0][1],
-        NROW=_NROW, CLIP=clip, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block, num_warps=cfg.num_warps,
+        new_step, gnorm_partials, gnorm_partials.numel(), max_grad_norm, es[0][0], es[0][1], copy_like,
+        NROW=_NROW, NPTR=_NPTR, COPY=copy, CLIP=clip, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block, num_warps=cfg.num_warps,
     )
     count_launch()
     _lamb_apply_kernel[grid](
         ptrs, numel, rows, split.unit_tensor, split.unit_slot, split.nslots, split.slot_base, w_sq, u_sq,
-        new_step, es[0][0],
-        NROW=_NROW, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block, num_warps=cfg.num_warps,
+        new_step, es[0][0], copy_like,
+        NROW=_NROW, NPTR=_NPTR, COPY=copy, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block, num_warps=cfg.num_warps,
     )

@@ -5,7 +5,8 @@ Bytes per element for fp32 params (p = param bytes, 2 for bf16/fp16; the momentu
 - pass B: reduces the partial sums per tensor into the trust ratio; reads w, g, b;
   writes b, w                                                                         20 B  (3p + 8)
 Total 28 B, the two-pass bound; bf16/fp16 params: 18 B. Without momentum: 20 B (12 B). Tensors that take no
-trust ratio (weight_decay == 0 and not always_adapt) skip pass A: 20 B.
+trust ratio (weight_decay == 0 and not always_adapt) skip pass A: 20 B. With fp32 master weights for bf16/fp16
+params, w is the fp32 master and pass B also writes the param as its rounded copy: 26 B (4 + 2 + 4+2+4+4+4+2).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from ._table import CONFIG, check_tensors, count_launch, numel_table, pointer_ta
 
 _LR, _MOMENTUM, _DAMPENING, _WD, _TRUST_COEFF, _EPS, _NESTEROV, _ADAPT, _TRUST_CLIP, _SIGN, _FIRST = range(11)
 _NROW = 11
+_NPTR = 4  # param (or its fp32 master), grad, momentum buffer, param behind the master
 
 
 @triton.jit
 def _lars_norms_kernel(
-    ptrs_ptr,  # int64 [T, 3]
+    ptrs_ptr,  # int64 [T, NPTR]
     numel_ptr,  # int64 [T]
     rows_ptr,  # fp64 [T, NROW]
     unit_tensor_ptr,  # int32 [U]
@@ -35,6 +37,7 @@ def _lars_norms_kernel(
     param_like_ptr,
     grad_like_ptr,
     NROW: tl.constexpr,
+    NPTR: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     i_u = tl.program_id(0)
@@ -43,8 +46,8 @@ def _lars_norms_kernel(
     ns = tl.load(nslots_ptr + i_t).to(tl.int64)
     n = tl.load(numel_ptr + i_t)
     adapt = tl.load(rows_ptr + i_t * NROW + 7)
-    p_w = tl.load(ptrs_ptr + i_t * 3 + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
-    p_g = tl.load(ptrs_ptr + i_t * 3 + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
+    p_w = tl.load(ptrs_ptr + i_t * NPTR + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
+    p_g = tl.load(ptrs_ptr + i_t * NPTR + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
     n_eff = tl.where(adapt != 0, n, 0)
     o_b = tl.arange(0, BLOCK)
     b_w_sq = tl.zeros([BLOCK], dtype=tl.float32)
@@ -63,7 +66,7 @@ def _lars_norms_kernel(
 
 @triton.jit
 def _lars_apply_kernel(
-    ptrs_ptr,  # int64 [T, 3]
+    ptrs_ptr,  # int64 [T, NPTR]
     numel_ptr,  # int64 [T]
     rows_ptr,  # fp64 [T, NROW]
     unit_tensor_ptr,  # int32 [U]
@@ -74,7 +77,10 @@ def _lars_apply_kernel(
     g_sq_ptr,  # fp32 [total_slots]
     param_like_ptr,
     grad_like_ptr,
+    copy_like_ptr,  # a param of the launch when COPY (w is then its fp32 master)
     NROW: tl.constexpr,
+    NPTR: tl.constexpr,
+    COPY: tl.constexpr,
     MAX_SLOTS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -83,9 +89,10 @@ def _lars_apply_kernel(
     slot = tl.load(unit_slot_ptr + i_u).to(tl.int64)
     ns = tl.load(nslots_ptr + i_t).to(tl.int64)
     n = tl.load(numel_ptr + i_t)
-    p_w = tl.load(ptrs_ptr + i_t * 3 + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
-    p_g = tl.load(ptrs_ptr + i_t * 3 + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
-    p_b = tl.load(ptrs_ptr + i_t * 3 + 2).to(tl.pointer_type(tl.float32))
+    p_w = tl.load(ptrs_ptr + i_t * NPTR + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
+    p_g = tl.load(ptrs_ptr + i_t * NPTR + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
+    p_b = tl.load(ptrs_ptr + i_t * NPTR + 2).to(tl.pointer_type(tl.float32))
+    p_c = tl.load(ptrs_ptr + i_t * NPTR + 3).to(tl.pointer_type(copy_like_ptr.dtype.element_ty))
     p_row = rows_ptr + i_t * NROW
     lr = tl.load(p_row + 0).to(tl.float32)
     momentum = tl.load(p_row + 1).to(tl.float32)
@@ -125,20 +132,25 @@ def _lars_apply_kernel(
         tl.store(p_b + o_x, b_b, mask=o_x < n_buf)
         b_step = tl.where(nesterov != 0, b_d + momentum * b_b, b_b)
         b_step = tl.where(has_momentum, b_step, b_d)
-        tl.store(p_w + o_x, round_to(b_w - lr * b_step, p_w), mask=m_x)
+        b_new = b_w - lr * b_step
+        tl.store(p_w + o_x, round_to(b_new, p_w), mask=m_x)
+        if COPY:
+            tl.store(p_c + o_x, round_to(b_new, p_c), mask=m_x)
 
 
 def lars_step_(calls) -> None:
     """One LARS step for several param groups: `calls` is a list of ((params, grads, momentum_buffers), hyper)
-    with `hyper` the keyword arguments of `fused_optim.lars` for that group. Missing momentum buffers (None) are
-    created in place in the lists."""
-    entries = []  # (param, grad, buf, row)
+    with `hyper` the keyword arguments of `fused_optim.lars` for that group (`master_params` included). Missing
+    momentum buffers (None) are created in place in the lists."""
+    entries = []  # (param or its master, grad, buf, row, param when mastered)
     for (params, grads, bufs), h in calls:
+        masters = h.get("master_params")
         lr = h["lr"]
         if isinstance(lr, torch.Tensor) and lr.device.type != "cpu":
             raise RuntimeError("LARS(fused=True) takes lr as a float or a CPU tensor")
         momentum = h["momentum"]
-        check_tensors("LARS", list(params), [list(grads)] + ([[b for b in bufs]] if momentum != 0 else []))
+        check_tensors("LARS", list(params), [list(grads)] + ([[b for b in bufs]] if momentum != 0 else [])
+                      + ([list(masters)] if masters is not None else []))
         for i, p in enumerate(params):
             row = [0.0] * _NROW
             row[_LR], row[_MOMENTUM], row[_DAMPENING] = float(lr), momentum, h["dampening"]
@@ -155,12 +167,15 @@ def lars_step_(calls) -> None:
                 if buf is None:
                     buf = bufs[i] = torch.empty_like(p, dtype=torch.float32, memory_format=torch.contiguous_format)
                     row[_FIRST] = 1.0
-            entries.append((p, grads[i], buf, row))
+            if masters is None:
+                entries.append((p, grads[i], buf, row, None))
+            else:
+                entries.append((masters[i], grads[i], buf, row, p))
     if not entries:
         return
     sets: dict[tuple, list] = {}
     for e in entries:
-        sets.setdefault((e[0].device, e[0].dtype, e[1].dtype), []).append(e)
+        sets.setdefault((e[0].device, e[0].dtype, e[1].dtype, e[4] is not None and e[4].dtype), []).append(e)
     for es in sets.values():
         _lars_launch(es, CONFIG)
 
@@ -168,7 +183,7 @@ def lars_step_(calls) -> None:
 def _lars_launch(es, cfg) -> None:
     device = es[0][0].device
     split = work_split(tuple(e[0].numel() for e in es), device, cfg)
-    ptrs = pointer_table([[e[i] for e in es] for i in range(3)], device)
+    ptrs = pointer_table([[e[i] for e in es] for i in range(3)] + [[e[4] for e in es]], device)
     numel = numel_table([e[0] for e in es], device)
     rows = row_table([e[3] for e in es], device)
     w_sq = torch.empty(split.total_slots, dtype=torch.float32, device=device)
@@ -178,11 +193,12 @@ def _lars_launch(es, cfg) -> None:
     _lars_norms_kernel[grid](
         ptrs, numel, rows, split.unit_tensor, split.unit_slot, split.nslots, split.slot_base, w_sq, g_sq,
         es[0][0], es[0][1],
-        NROW=_NROW, BLOCK=cfg.block, num_warps=cfg.num_warps,
+        NROW=_NROW, NPTR=_NPTR, BLOCK=cfg.block, num_warps=cfg.num_warps,
     )
     count_launch()
     _lars_apply_kernel[grid](
         ptrs, numel, rows, split.unit_tensor, split.unit_slot, split.nslots, split.slot_base, w_sq, g_sq,
-        es[0][0], es[0][1],
-        NROW=_NROW, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block, num_warps=cfg.num_warps,
+        es[0][0], es[0][1], es[0][4] if es[0][4] is not None else es[0][0],
+        NROW=_NROW, NPTR=_NPTR, COPY=es[0][4] is not None, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block,
+        num_warps=cfg.num_warps,
     )
