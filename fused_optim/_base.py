@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._common import LOW_PRECISION, check_param, check_step_inputs, state_dtype
+from ._common import LOW_PRECISION, check_param, check_step_inputs, select_impl, state_dtype
 
 
 class LayerwiseOptimizer(torch.optim.Optimizer):
@@ -31,6 +31,32 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         merged = {**self.defaults, **param_group}
         self._validate_group(merged)
         super().add_param_group(param_group)
+
+    @property
+    def _step_supports_amp_scaling(self) -> bool:
+        """True when `step` runs the fused kernels. `torch.amp.GradScaler` then hands over its scale and inf flag as
+        device tensors (`grad_scale`, `found_inf`): the kernels unscale the grads as they read them and skip the step
+        on the device. On the other paths the scaler unscales the grads and skips the step itself."""
+        params = [p for g in self.param_groups for p in g["params"]]
+        first = self.param_groups[0]
+        try:
+            impl = select_impl(params, first["foreach"], first["fused"], type(self).__name__)
+        except RuntimeError:
+            return False
+        return impl == "fused" and self._amp_fusable()
+
+    def _amp_fusable(self) -> bool:
+        return True
+
+    def _amp_scalars(self, impl: str) -> dict[str, Tensor | None]:
+        """GradScaler's `grad_scale` / `found_inf`, set on the optimizer around `step` when the fused path runs."""
+        amp = {"grad_scale": getattr(self, "grad_scale", None), "found_inf": getattr(self, "found_inf", None)}
+        if impl != "fused" and any(v is not None for v in amp.values()):
+            raise RuntimeError(
+                f"{type(self).__name__}: grad_scale / found_inf are taken by the fused path only; this step runs the "
+                f"{impl} path"
+            )
+        return amp
 
     def _gather(self) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
         """(group, params with a grad, their grads) for every group, after checking all of them."""

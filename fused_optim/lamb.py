@@ -221,8 +221,9 @@ class LAMB(LayerwiseOptimizer):
                 grads = [group_grads[i] for i in idx]
                 calls.append(((params, grads, *self._init_group(params, impl)), dict(hyper, master_params=masters)))
 
+        amp = self._amp_scalars(impl)
         if impl == "fused":
-            _fused_lamb(calls, max_grad_norm=max_grad_norm)
+            _fused_lamb(calls, max_grad_norm=max_grad_norm, **amp)
             return loss
         grad_norm = None
         if max_grad_norm:
@@ -481,7 +482,8 @@ def _apply(p: list[Tensor], w: list[Tensor], u: list[Tensor], step_size, low_pre
         torch._foreach_copy_(p, w)
 
 
-def _fused_lamb(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None = None) -> None:
+def _fused_lamb(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None = None, grad_scale=None,
+                found_inf=None) -> None:
     from .kernels.lamb import lamb_step_
 
-    lamb_step_(calls, max_grad_norm=max_grad_norm, grad_norm=grad_norm)
+    lamb_step_(calls, max_grad_norm=max_grad_norm, grad_norm=grad_norm, grad_scale=grad_scale, found_inf=found_inf)

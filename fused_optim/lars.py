@@ -134,6 +134,11 @@ class LARS(LayerwiseOptimizer):
         if not isinstance(group["master_weights"], bool):
             raise ValueError(f"Invalid master_weights value: {group['master_weights']!r} (expected a bool)")
 
+    def _amp_fusable(self) -> bool:
+        # Under a scaler the first step may be skipped on the device: buffers start at zero, which equals the
+        # first-step rule b = d only without dampening.
+        return all(g["momentum"] == 0 or g["dampening"] == 0 for g in self.param_groups)
+
     @torch.no_grad()
     def step(self, closure=None):
         """Perform one optimization step; `closure` re-evaluates the model and returns the loss."""
@@ -158,8 +163,9 @@ class LARS(LayerwiseOptimizer):
                 bufs = [self.state[p].get("momentum_buffer") for p in params] if group["momentum"] != 0 else []
                 calls.append(((params, grads, bufs), dict(hyper, master_params=masters)))
 
+        amp = self._amp_scalars(impl)
         if impl == "fused":
-            _fused_lars(calls)
+            _fused_lars(calls, **amp)
         else:
             for tensors, hyper in calls:
                 lars(*tensors, foreach=impl == "foreach", fused=False, **hyper)
@@ -377,7 +383,7 @@ def _multi_tensor_lars(
             torch._foreach_copy_(p, w)
 
 
-def _fused_lars(calls) -> None:
+def _fused_lars(calls, grad_scale=None, found_inf=None) -> None:
     from .kernels.lars import lars_step_
 
-    lars_step_(calls)
+    lars_step_(calls, grad_scale=grad_scale, found_inf=found_inf)

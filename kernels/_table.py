@@ -122,3 +122,15 @@ def check_tensors(name: str, params: list[Tensor], others: list[list[Tensor]]) -
                     f"{name} fused kernels need contiguous tensors (got a tensor of shape {tuple(t.shape)} "
                     f"with strides {t.stride()}); use fused=False"
                 )
+
+
+def amp_scalars(device: torch.device, grad_scale: Tensor | None, found_inf: Tensor | None) -> Tensor | None:
+    """fp32 [2] on `device`: (1 / grad_scale, found_inf), computed on the device (no host sync); None without a
+    scaler. The reciprocal is taken in fp64 and rounded once, as GradScaler's own unscale does."""
+    if grad_scale is None and found_inf is None:
+        return None
+    inv = (torch.ones((), dtype=torch.float32, device=device) if grad_scale is None
+           else grad_scale.to(device, non_blocking=True).double().reciprocal().float().reshape(()))
+    inf = (torch.zeros((), dtype=torch.float32, device=device) if found_inf is None
+           else found_inf.to(device, non_blocking=True).float().reshape(()))
+    return torch.stack([inv, inf])

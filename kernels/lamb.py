@@ -11,6 +11,10 @@ With fp32 master weights for bf16/fp16 params, w is the fp32 master and the para
 (+2 B in the pass that writes w), grads are read at 2 B: 40 B (42 B with clipping).
 
 `step` counters stay on the device: pass A reads them (t + 1 goes to a scratch row), pass B writes them.
+
+Under `torch.amp.GradScaler` (see `LAMB._step_supports_amp_scaling`), the kernels take the scaler's scale and
+inf flag as device scalars: grads are unscaled as they are read, and a step with an inf/NaN grad leaves params,
+state and `step` untouched, without the host ever reading the flag.
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ import triton.language as tl
 from torch import Tensor
 
 from ._round import round_to
-from ._table import CONFIG, check_tensors, count_launch, numel_table, pointer_table, row_table, work_split
+from ._table import (
+    CONFIG,
+    amp_scalars,
+    check_tensors,
+    count_launch,
+    numel_table,
+    pointer_table,
+    row_table,
+    work_split,
+)
 
 # Columns of the pointer table and of the hyper-parameter rows.
 _P, _G, _M, _V, _STEP, _COPY = range(6)
@@ -40,10 +53,15 @@ def _lamb_grad_norm_kernel(
     partial_ptr,  # fp32 [num_programs]
     n_units,
     grad_like_ptr,  # any grad of the launch, for its dtype
+    amp_ptr,  # fp32 [2]: 1 / grad scale, found inf (read when AMP)
     NPTR: tl.constexpr,
+    AMP: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     i_p = tl.program_id(0)
+    inv_scale = 1.0
+    if AMP:
+        inv_scale = tl.load(amp_ptr)
     o_b = tl.arange(0, BLOCK)
     b_acc = tl.zeros([BLOCK], dtype=tl.float32)
     for i_u in range(i_p, n_units, tl.num_programs(0)):
@@ -54,7 +72,7 @@ def _lamb_grad_norm_kernel(
         p_g = tl.load(ptrs_ptr + i_t * NPTR + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
         for i_blk in range(slot, tl.cdiv(n, BLOCK), ns):
             o_x = i_blk * BLOCK + o_b
-            b_g = tl.load(p_g + o_x, mask=o_x < n, other=0.0).to(tl.float32)
+            b_g = tl.load(p_g + o_x, mask=o_x < n, other=0.0).to(tl.float32) * inv_scale
             b_acc += b_g * b_g
     tl.store(partial_ptr + i_p, tl.sum(b_acc, axis=0))
 
@@ -88,10 +106,12 @@ def _lamb_moments_kernel(
     param_like_ptr,
     grad_like_ptr,
     copy_like_ptr,  # a param of the launch when COPY (w is then its fp32 master)
+    amp_ptr,  # fp32 [2]: 1 / grad scale, found inf (read when AMP)
     NROW: tl.constexpr,
     NPTR: tl.constexpr,
     COPY: tl.constexpr,
     CLIP: tl.constexpr,
+    AMP: tl.constexpr,
     MAX_SLOTS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -117,19 +137,27 @@ def _lamb_moments_kernel(
     adapt = tl.load(p_row + 7)
     sign = tl.load(p_row + 9).to(tl.float32)
 
-    t = tl.load(p_step).to(tl.float64) + 1.0
+    t_old = tl.load(p_step)
+    t = t_old.to(tl.float64) + 1.0
     bc1 = _bias_correction(beta1, t, bias_correction)
     bc2 = _bias_correction(beta2, t, bias_correction)
-    if slot == 0:
-        tl.store(new_step_ptr + i_t, t.to(tl.float32))
 
     g_scale = sign
+    new_t = t.to(tl.float32)
+    if AMP:
+        g_scale = sign * tl.load(amp_ptr)
+        skip = tl.load(amp_ptr + 1) != 0.0
+        # A skipped step touches nothing: no blocks, and `step` keeps its value.
+        n = tl.where(skip, 0, n)
+        new_t = tl.where(skip, t_old, new_t)
+    if slot == 0:
+        tl.store(new_step_ptr + i_t, new_t)
     if CLIP:
         o_s = tl.arange(0, MAX_SLOTS)
         b_part = tl.load(gnorm_partial_ptr + o_s, mask=o_s < n_gnorm, other=0.0)
         gnorm = tl.sqrt(tl.sum(b_part, axis=0))
         # NaN propagates as in the other paths: a non-finite global norm poisons every grad.
-        g_scale = sign / tl.maximum(gnorm / max_grad_norm, 1.0, propagate_nan=tl.PropagateNan.ALL)
+        g_scale = g_scale / tl.maximum(gnorm / max_grad_norm, 1.0, propagate_nan=tl.PropagateNan.ALL)
 
     beta1_f = beta1.to(tl.float32)
     beta2_f = beta2.to(tl.float32)
@@ -143,11 +171,7 @@ def _lamb_moments_kernel(
     for i_blk in range(slot, tl.cdiv(n, BLOCK), ns):
         o_x = i_blk * BLOCK + o_b
         m_x = o_x < n
-        b_g = tl.load(p_g + o_x, mask=m_x, other=0.0).to(tl.float32)
-        if CLIP:
-            b_g = b_g * g_scale
-        else:
-            b_g = b_g * sign
+        b_g = tl.load(p_g + o_x, mask=m_x, other=0.0).to(tl.float32) * g_scale
         b_m = beta1_f * tl.load(p_m + o_x, mask=m_x, other=0.0) + beta3 * b_g
         b_v = beta2_f * tl.load(p_v + o_x, mask=m_x, other=0.0) + one_minus_beta2 * b_g * b_g
         tl.store(p_m + o_x, b_m, mask=m_x)
@@ -179,9 +203,11 @@ def _lamb_apply_kernel(
     new_step_ptr,  # fp32 [T]
     param_like_ptr,
     copy_like_ptr,
+    amp_ptr,  # fp32 [2]: 1 / grad scale, found inf (read when AMP)
     NROW: tl.constexpr,
     NPTR: tl.constexpr,
     COPY: tl.constexpr,
+    AMP: tl.constexpr,
     MAX_SLOTS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -222,6 +248,8 @@ def _lamb_apply_kernel(
 
     # Tensors without a trust ratio were written in pass A: no blocks here.
     n_eff = tl.where(adapt != 0, n, 0)
+    if AMP:
+        n_eff = tl.where(tl.load(amp_ptr + 1) != 0.0, 0, n_eff)
     o_b = tl.arange(0, BLOCK)
     for i_blk in range(slot, tl.cdiv(n_eff, BLOCK), ns):
         o_x = i_blk * BLOCK + o_b
@@ -236,11 +264,19 @@ def _lamb_apply_kernel(
             tl.store(p_c + o_x, round_to(b_new, p_c), mask=m_x)
 
 
-def lamb_step_(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None = None) -> None:
+def lamb_step_(
+    calls,
+    *,
+    max_grad_norm: float | None,
+    grad_norm: Tensor | None = None,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+) -> None:
     """One LAMB step for several param groups: `calls` is a list of
     ((params, grads, exp_avgs, exp_avg_sqs, steps), hyper) with `hyper` the keyword arguments of
     `fused_optim.lamb` for that group (`master_params` included). With `max_grad_norm`, grads are clipped by
-    `grad_norm` when given, else by the norm over all grads of `calls`."""
+    `grad_norm` when given, else by the norm over all grads of `calls`. `grad_scale` / `found_inf` (GradScaler's
+    device scalars): grads are divided by the scale, and the step is skipped on device where `found_inf` != 0."""
     entries = []  # (param or its master, grad, m, v, step, row, param when mastered)
     for (params, grads, exp_avgs, exp_avg_sqs, steps), h in calls:
         masters = h.get("master_params")
@@ -278,10 +314,11 @@ def lamb_step_(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None =
     for e in entries:
         sets.setdefault((e[0].device, e[0].dtype, e[1].dtype, e[6] is not None and e[6].dtype), []).append(e)
 
+    amp = {key: amp_scalars(key[0], grad_scale, found_inf) for key in sets}
     clip = bool(max_grad_norm)
     gnorm_partials: dict[tuple, Tensor] = {}
     if clip and grad_norm is None:
-        gnorm_partials = {key: _grad_norm_partials(es, cfg) for key, es in sets.items()}
+        gnorm_partials = {key: _grad_norm_partials(es, cfg, amp[key]) for key, es in sets.items()}
         if len(gnorm_partials) > 1:
             # Several dtypes or devices: every launch set reads the same total.
             first = next(iter(sets))[0]
@@ -291,10 +328,10 @@ def lamb_step_(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None =
         gnorm_partials = {key: (grad_norm.to(device=key[0], dtype=torch.float32) ** 2).reshape(1) for key in sets}
 
     for key, es in sets.items():
-        _lamb_launch(es, cfg, gnorm_partials.get(key), max_grad_norm if clip else 0.0)
+        _lamb_launch(es, cfg, gnorm_partials.get(key), max_grad_norm if clip else 0.0, amp[key])
 
 
-def _grad_norm_partials(es, cfg) -> Tensor:
+def _grad_norm_partials(es, cfg, amp: Tensor | None) -> Tensor:
     device = es[0][0].device
     split = work_split(tuple(e[0].numel() for e in es), device, cfg)
     ptrs = pointer_table(_columns(es), device)
@@ -304,7 +341,8 @@ def _grad_norm_partials(es, cfg) -> Tensor:
     count_launch()
     _lamb_grad_norm_kernel[(n_prog,)](
         ptrs, numel, split.unit_tensor, split.unit_slot, split.nslots, partials, split.units, es[0][1],
-        NPTR=_NPTR, BLOCK=cfg.block, num_warps=cfg.num_warps,
+        partials if amp is None else amp,
+        NPTR=_NPTR, AMP=amp is not None, BLOCK=cfg.block, num_warps=cfg.num_warps,
     )
     return partials
 
@@ -313,7 +351,7 @@ def _columns(es) -> list[list]:
     return [[e[i] for e in es] for i in range(5)] + [[e[6] for e in es]]
 
 
-def _lamb_launch(es, cfg, gnorm_partials: Tensor | None, max_grad_norm: float) -> None:
+def _lamb_launch(es, cfg, gnorm_partials: Tensor | None, max_grad_norm: float, amp: Tensor | None) -> None:
     device = es[0][0].device
     split = work_split(tuple(e[0].numel() for e in es), device, cfg)
     ptrs = pointer_table(_columns(es), device)
@@ -327,16 +365,19 @@ def _lamb_launch(es, cfg, gnorm_partials: Tensor | None, max_grad_norm: float) -
     copy_like = es[0][6] if copy else es[0][0]
     if not clip:
         gnorm_partials = w_sq  # not read
+    amp_arg = w_sq if amp is None else amp  # not read without AMP
     grid = (split.units,)
     count_launch()
     _lamb_moments_kernel[grid](
         ptrs, numel, rows, split.unit_tensor, split.unit_slot, split.nslots, split.slot_base, w_sq, u_sq,
-        new_step, gnorm_partials, gnorm_partials.numel(), max_grad_norm, es[0][0], es[0][1], copy_like,
-        NROW=_NROW, NPTR=_NPTR, COPY=copy, CLIP=clip, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block, num_warps=cfg.num_warps,
+        new_step, gnorm_partials, gnorm_partials.numel(), max_grad_norm, es[0][0], es[0][1], copy_like, amp_arg,
+        NROW=_NROW, NPTR=_NPTR, COPY=copy, CLIP=clip, AMP=amp is not None, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block,
+        num_warps=cfg.num_warps,
     )
     count_launch()
     _lamb_apply_kernel[grid](
         ptrs, numel, rows, split.unit_tensor, split.unit_slot, split.nslots, split.slot_base, w_sq, u_sq,
-        new_step, es[0][0], copy_like,
-        NROW=_NROW, NPTR=_NPTR, COPY=copy, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block, num_warps=cfg.num_warps,
+        new_step, es[0][0], copy_like, amp_arg,
+        NROW=_NROW, NPTR=_NPTR, COPY=copy, AMP=amp is not None, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block,
+        num_warps=cfg.num_warps,
     )

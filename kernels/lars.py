@@ -7,6 +7,9 @@ Bytes per element for fp32 params (p = param bytes, 2 for bf16/fp16; the momentu
 Total 28 B, the two-pass bound; bf16/fp16 params: 18 B. Without momentum: 20 B (12 B). Tensors that take no
 trust ratio (weight_decay == 0 and not always_adapt) skip pass A: 20 B. With fp32 master weights for bf16/fp16
 params, w is the fp32 master and pass B also writes the param as its rounded copy: 26 B (4 + 2 + 4+2+4+4+4+2).
+
+Under `torch.amp.GradScaler` (see `LARS._step_supports_amp_scaling`), grads are unscaled as they are read and a
+step with an inf/NaN grad leaves params and buffers untouched, decided on the device.
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ import triton
 import triton.language as tl
 
 from ._round import round_to
-from ._table import CONFIG, check_tensors, count_launch, numel_table, pointer_table, row_table, work_split
+from ._table import (
+    CONFIG,
+    amp_scalars,
+    check_tensors,
+    count_launch,
+    numel_table,
+    pointer_table,
+    row_table,
+    work_split,
+)
 
 _LR, _MOMENTUM, _DAMPENING, _WD, _TRUST_COEFF, _EPS, _NESTEROV, _ADAPT, _TRUST_CLIP, _SIGN, _FIRST = range(11)
 _NROW = 11
@@ -36,8 +48,10 @@ def _lars_norms_kernel(
     g_sq_ptr,  # fp32 [total_slots]
     param_like_ptr,
     grad_like_ptr,
+    amp_ptr,  # fp32 [2]: 1 / grad scale, found inf (read when AMP)
     NROW: tl.constexpr,
     NPTR: tl.constexpr,
+    AMP: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     i_u = tl.program_id(0)
@@ -49,6 +63,9 @@ def _lars_norms_kernel(
     p_w = tl.load(ptrs_ptr + i_t * NPTR + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
     p_g = tl.load(ptrs_ptr + i_t * NPTR + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
     n_eff = tl.where(adapt != 0, n, 0)
+    inv_scale = 1.0
+    if AMP:
+        inv_scale = tl.load(amp_ptr)
     o_b = tl.arange(0, BLOCK)
     b_w_sq = tl.zeros([BLOCK], dtype=tl.float32)
     b_g_sq = tl.zeros([BLOCK], dtype=tl.float32)
@@ -56,7 +73,7 @@ def _lars_norms_kernel(
         o_x = i_blk * BLOCK + o_b
         m_x = o_x < n
         b_w = tl.load(p_w + o_x, mask=m_x, other=0.0).to(tl.float32)
-        b_g = tl.load(p_g + o_x, mask=m_x, other=0.0).to(tl.float32)
+        b_g = tl.load(p_g + o_x, mask=m_x, other=0.0).to(tl.float32) * inv_scale
         b_w_sq += b_w * b_w
         b_g_sq += b_g * b_g
     base = tl.load(slot_base_ptr + i_t)
@@ -78,9 +95,11 @@ def _lars_apply_kernel(
     param_like_ptr,
     grad_like_ptr,
     copy_like_ptr,  # a param of the launch when COPY (w is then its fp32 master)
+    amp_ptr,  # fp32 [2]: 1 / grad scale, found inf (read when AMP)
     NROW: tl.constexpr,
     NPTR: tl.constexpr,
     COPY: tl.constexpr,
+    AMP: tl.constexpr,
     MAX_SLOTS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -105,6 +124,11 @@ def _lars_apply_kernel(
     trust_clip = tl.load(p_row + 8)
     sign = tl.load(p_row + 9).to(tl.float32)
     first = tl.load(p_row + 10)
+    g_scale = sign
+    if AMP:
+        g_scale = sign * tl.load(amp_ptr)
+        # A skipped step touches nothing.
+        n = tl.where(tl.load(amp_ptr + 1) != 0.0, 0, n)
     has_momentum = momentum != 0.0
     # Masks as bounds (scalar flags): the buffer is written when there is momentum, read after its first step.
     n_buf = tl.where(has_momentum, n, 0)
@@ -125,7 +149,7 @@ def _lars_apply_kernel(
         o_x = i_blk * BLOCK + o_b
         m_x = o_x < n
         b_w = tl.load(p_w + o_x, mask=m_x, other=0.0).to(tl.float32)
-        b_g = sign * tl.load(p_g + o_x, mask=m_x, other=0.0).to(tl.float32)
+        b_g = g_scale * tl.load(p_g + o_x, mask=m_x, other=0.0).to(tl.float32)
         b_d = tl.where(adapt != 0, (b_g + wd * b_w) * ratio, b_g)
         b_b = tl.load(p_b + o_x, mask=o_x < n_buf_old, other=0.0)
         b_b = tl.where(first != 0, b_d, momentum * b_b + one_minus_dampening * b_d)
@@ -138,10 +162,12 @@ def _lars_apply_kernel(
             tl.store(p_c + o_x, round_to(b_new, p_c), mask=m_x)
 
 
-def lars_step_(calls) -> None:
+def lars_step_(calls, *, grad_scale: torch.Tensor | None = None, found_inf: torch.Tensor | None = None) -> None:
     """One LARS step for several param groups: `calls` is a list of ((params, grads, momentum_buffers), hyper)
     with `hyper` the keyword arguments of `fused_optim.lars` for that group (`master_params` included). Missing
-    momentum buffers (None) are created in place in the lists."""
+    momentum buffers (None) are created in place in the lists. `grad_scale` / `found_inf` (GradScaler's device
+    scalars): grads are divided by the scale, and the step is skipped on device where `found_inf` != 0."""
+    amp = grad_scale is not None or found_inf is not None
     entries = []  # (param or its master, grad, buf, row, param when mastered)
     for (params, grads, bufs), h in calls:
         masters = h.get("master_params")
@@ -164,7 +190,13 @@ def lars_step_(calls) -> None:
                 buf = bufs[i]
                 if buf is not None and buf.dtype != torch.float32:
                     raise RuntimeError(f"LARS fused kernels keep momentum in float32, got {buf.dtype}")
-                if buf is None:
+                if buf is None and amp:
+                    # The step may be skipped on the device: a zero buffer, for which the regular update
+                    # (dampening 0) gives b = d exactly as a first step does.
+                    if h["dampening"] != 0:
+                        raise RuntimeError("LARS(fused=True) under a GradScaler needs dampening=0")
+                    buf = bufs[i] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.contiguous_format)
+                elif buf is None:
                     buf = bufs[i] = torch.empty_like(p, dtype=torch.float32, memory_format=torch.contiguous_format)
                     row[_FIRST] = 1.0
             if masters is None:
@@ -176,11 +208,11 @@ def lars_step_(calls) -> None:
     sets: dict[tuple, list] = {}
     for e in entries:
         sets.setdefault((e[0].device, e[0].dtype, e[1].dtype, e[4] is not None and e[4].dtype), []).append(e)
-    for es in sets.values():
-        _lars_launch(es, CONFIG)
+    for key, es in sets.items():
+        _lars_launch(es, CONFIG, amp_scalars(key[0], grad_scale, found_inf))
 
 
-def _lars_launch(es, cfg) -> None:
+def _lars_launch(es, cfg, amp: torch.Tensor | None) -> None:
     device = es[0][0].device
     split = work_split(tuple(e[0].numel() for e in es), device, cfg)
     ptrs = pointer_table([[e[i] for e in es] for i in range(3)] + [[e[4] for e in es]], device)
@@ -188,17 +220,18 @@ def _lars_launch(es, cfg) -> None:
     rows = row_table([e[3] for e in es], device)
     w_sq = torch.empty(split.total_slots, dtype=torch.float32, device=device)
     g_sq = torch.empty(split.total_slots, dtype=torch.float32, device=device)
+    amp_arg = w_sq if amp is None else amp  # not read without AMP
     grid = (split.units,)
     count_launch()
     _lars_norms_kernel[grid](
         ptrs, numel, rows, split.unit_tensor, split.unit_slot, split.nslots, split.slot_base, w_sq, g_sq,
-        es[0][0], es[0][1],
-        NROW=_NROW, NPTR=_NPTR, BLOCK=cfg.block, num_warps=cfg.num_warps,
+        es[0][0], es[0][1], amp_arg,
+        NROW=_NROW, NPTR=_NPTR, AMP=amp is not None, BLOCK=cfg.block, num_warps=cfg.num_warps,
     )
     count_launch()
     _lars_apply_kernel[grid](
         ptrs, numel, rows, split.unit_tensor, split.unit_slot, split.nslots, split.slot_base, w_sq, g_sq,
-        es[0][0], es[0][1], es[0][4] if es[0][4] is not None else es[0][0],
-        NROW=_NROW, NPTR=_NPTR, COPY=es[0][4] is not None, MAX_SLOTS=cfg.max_slots, BLOCK=cfg.block,
-        num_warps=cfg.num_warps,
+        es[0][0], es[0][1], es[0][4] if es[0][4] is not None else es[0][0], amp_arg,
+        NROW=_NROW, NPTR=_NPTR, COPY=es[0][4] is not None, AMP=amp is not None, MAX_SLOTS=cfg.max_slots,
+        BLOCK=cfg.block, num_warps=cfg.num_warps,
     )

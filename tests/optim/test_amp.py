@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from cases import DEVICE, grads_for_step, make_params, set_grads
+from cases import DEVICE, assert_same, clone_params, grads_for_step, make_params, set_grads
 
 import fused_optim
 
@@ -66,3 +66,62 @@ def test_without_a_scaler_a_nan_gradient_reaches_the_params(cls, cfg, path):
         assert torch.isnan(params[1]).all()  # the global norm for clipping is NaN: every grad is scaled by it
     else:
         assert torch.isfinite(params[1]).all()
+
+
+def test_only_the_fused_path_takes_the_scaler_contract():
+    params = make_params(shapes=[(4,)])
+    assert fused_optim.LAMB(params, fused=True)._step_supports_amp_scaling
+    assert not fused_optim.LAMB(params, foreach=True)._step_supports_amp_scaling
+    assert not fused_optim.LAMB(params, foreach=False)._step_supports_amp_scaling
+    assert fused_optim.LARS(params, fused=True, momentum=0.9)._step_supports_amp_scaling
+    # A skipped first step leaves zero buffers, which equal LARS's first-step rule only without dampening.
+    assert not fused_optim.LARS(params, fused=True, momentum=0.9, dampening=0.1)._step_supports_amp_scaling
+    opt = fused_optim.LAMB(params, foreach=True)
+    opt.grad_scale, opt.found_inf = torch.ones(()), torch.zeros(())
+    set_grads(params, grads_for_step(params, 0, drop=False))
+    with pytest.raises(RuntimeError, match="fused path only"):
+        opt.step()
+
+
+CONTRACT_OPTS = [
+    # Options where the grad scale shows: eps and a clip norm of the order of the unscaled grads, weight decay of the
+    # order of the gradient in the trust ratio.
+    (fused_optim.LAMB, dict(lr=1e-2, max_grad_norm=10.0, eps=1e-2)),
+    (fused_optim.LARS, dict(lr=0.1, momentum=0.9, weight_decay=0.5, nesterov=True)),
+]
+
+
+@pytest.mark.parametrize("unscale_first", [False, True], ids=["scaled", "unscaled-by-user"])
+@pytest.mark.parametrize("cls,cfg", CONTRACT_OPTS, ids=["LAMB", "LARS"])
+def test_fused_scaler_contract_matches_the_plain_path(cls, cfg, unscale_first):
+    """Fused kernels unscale and skip on the device; the reference goes through GradScaler's plain path (in-place
+    unscale, host-side skip). Steps: inf (the very first: fresh state), good, inf, good, good."""
+    params = make_params(shapes=[(5, 7), (13,), (1,)])
+    ref_params = clone_params(params)
+    opt, ref = cls(params, fused=True, **cfg), cls(ref_params, foreach=False, **cfg)
+    assert opt._step_supports_amp_scaling and not ref._step_supports_amp_scaling
+    scalers = [torch.amp.GradScaler(DEVICE.type, init_scale=2.0**10, growth_interval=2) for _ in range(2)]
+    for step in range(5):
+        grads = grads_for_step(params, step, drop=False)
+        if step in (0, 2):
+            grads[1][3] = float("inf")
+        for ps, o, scaler in ((params, opt, scalers[0]), (ref_params, ref, scalers[1])):
+            o.zero_grad()
+            scaler.scale(sum((p * g).sum() for p, g in zip(ps, grads))).backward()
+            scaled = [p.grad.clone() for p in ps]
+            if unscale_first:
+                scaler.unscale_(o)
+            scaler.step(o)
+            scaler.update()
+            if o is opt and not unscale_first:
+                # the kernels read the scaled grads without writing them back
+                assert all(torch.equal(p.grad, g) for p, g in zip(ps, scaled))
+        assert scalers[0].get_scale() == scalers[1].get_scale()
+        if step == 0:
+            # Skipped on the device: the state exists (the host did not look at the flag) but is a fresh one.
+            assert all(torch.equal(p, q) for p, q in zip(params, ref_params)) and not ref.state
+            assert all(not v.any() for s in opt.state.values() for v in s.values())
+            continue
+        assert_same(opt, params, ref, ref_params, torch.float32, msg=f"step {step}")
+    if cls is fused_optim.LAMB:
+        assert float(opt.state[params[0]]["step"]) == 3
