@@ -29,6 +29,11 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         for p in params:
             check_param(name, p)
         merged = {**self.defaults, **param_group}
+        if merged.get("skip_nonfinite") != self.defaults.get("skip_nonfinite"):
+            raise ValueError(
+                f"skip_nonfinite applies to the whole step and is set at construction; a group asked for "
+                f"{merged.get('skip_nonfinite')!r}"
+            )
         self._validate_group(merged)
         super().add_param_group(param_group)
 
@@ -57,6 +62,19 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
                 f"{impl} path"
             )
         return amp
+
+    def _skip_or_flag(self, grad_norm: Tensor, impl: str, amp: dict[str, Tensor | None]) -> bool:
+        """For `skip_nonfinite`: on the fused path, the non-finite flag joins GradScaler's `found_inf` in `amp` and
+        the kernels skip on the device (returns False); elsewhere, True when the step is to be skipped (the flag is
+        read on the host: free for CPU tensors, a sync for CUDA ones)."""
+        bad = ~torch.isfinite(grad_norm)
+        if impl == "fused" and self._amp_fusable():
+            found = bad.to(torch.float32)
+            if amp["found_inf"] is not None:
+                found = found + amp["found_inf"].to(found.device, non_blocking=True).float().reshape(())
+            amp["found_inf"] = found
+            return False
+        return bool(bad)
 
     def _gather(self) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
         """(group, params with a grad, their grads) for every group, after checking all of them."""

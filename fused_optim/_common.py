@@ -183,3 +183,18 @@ def combine_norms(num: int, owners: Sequence[Sequence[int]], slice_norms: Sequen
         else:
             out.append(torch.linalg.vector_norm(torch.stack(ps)))
     return torch.stack([n.to(dtype) for n in out])
+
+
+def global_grad_norm(grads: Sequence[Tensor]) -> Tensor:
+    """L2 norm over all gradients (accumulated in fp32, fp64 for fp64 grads), without waiting for the device."""
+    by_kind: dict[tuple, list[Tensor]] = {}
+    for g in grads:
+        by_kind.setdefault((g.device, g.dtype), []).append(g)
+    first = grads[0].device
+    norms = [
+        torch.linalg.vector_norm(
+            torch.stack(torch._foreach_norm(gs, 2, dtype=None if dtype == torch.float64 else torch.float32))
+        ).to(device=first, dtype=torch.float32)
+        for (_, dtype), gs in by_kind.items()
+    ]
+    return torch.linalg.vector_norm(torch.stack(norms))

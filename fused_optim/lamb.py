@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,6 +14,7 @@ from ._common import (
     Buckets,
     check_masters,
     combine_norms,
+    global_grad_norm,
     select_impl,
     state_zeros,
     step_device,
@@ -66,6 +66,9 @@ class LAMB(LayerwiseOptimizer):
         always_adapt: apply the trust ratio also to groups with ``weight_decay == 0`` (default: False: such groups,
             typically biases and norm weights, take plain Adam steps).
         maximize: maximize the objective (default: False).
+        skip_nonfinite: skip the whole step (params and state unchanged, ``step`` not counted) when a gradient of
+            any group is inf or NaN, i.e. when their global norm is not finite (default: False: applied like
+            torch.optim does). Decided on the device on the fused path; the other paths read the flag.
         master_weights: keep an fp32 master copy of each bf16/fp16 param in the state and update that, so steps
             smaller than the param dtype's resolution are not lost (default: False; no effect on fp32 params).
         foreach: use the multi-tensor ``torch._foreach_*`` path (default: None: the path for the params' device).
@@ -118,10 +121,13 @@ class LAMB(LayerwiseOptimizer):
         always_adapt: bool = False,
         *,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
         master_weights: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
+        if not isinstance(skip_nonfinite, bool):
+            raise ValueError(f"Invalid skip_nonfinite value: {skip_nonfinite!r} (expected a bool)")
         if max_grad_norm is not None and not max_grad_norm >= 0.0:
             raise ValueError(f"Invalid max_grad_norm: {max_grad_norm}")
         if fused and foreach:
@@ -137,6 +143,7 @@ class LAMB(LayerwiseOptimizer):
             trust_clip=trust_clip,
             always_adapt=always_adapt,
             maximize=maximize,
+            skip_nonfinite=skip_nonfinite,
             master_weights=master_weights,
             foreach=foreach,
             fused=fused,
@@ -200,6 +207,12 @@ class LAMB(LayerwiseOptimizer):
         first = gathered[0][0]
         impl = select_impl(all_params, first["foreach"], first["fused"], "LAMB")
         max_grad_norm = self.defaults["max_grad_norm"]
+        amp = self._amp_scalars(impl)
+        grad_norm = None
+        if self.defaults.get("skip_nonfinite", False) or (max_grad_norm and impl != "fused"):
+            grad_norm = global_grad_norm([g for _, _, gs in gathered for g in gs])
+            if self.defaults.get("skip_nonfinite", False) and self._skip_or_flag(grad_norm, impl, amp):
+                return loss
 
         calls = []
         for group, group_params, group_grads in gathered:
@@ -221,32 +234,15 @@ class LAMB(LayerwiseOptimizer):
                 grads = [group_grads[i] for i in idx]
                 calls.append(((params, grads, *self._init_group(params, impl)), dict(hyper, master_params=masters)))
 
-        amp = self._amp_scalars(impl)
         if impl == "fused":
-            _fused_lamb(calls, max_grad_norm=max_grad_norm, **amp)
+            # A norm of scaled grads (GradScaler's scale still in them) is no clipping norm: the kernels take theirs.
+            norm = grad_norm if amp["grad_scale"] is None else None
+            _fused_lamb(calls, max_grad_norm=max_grad_norm, grad_norm=norm, **amp)
             return loss
-        grad_norm = None
-        if max_grad_norm:
-            grad_norm = global_grad_norm([g for _, _, gs in gathered for g in gs])
         for tensors, hyper in calls:
             lamb(*tensors, foreach=impl == "foreach", fused=False, max_grad_norm=max_grad_norm,
                  grad_norm=grad_norm, **hyper)
         return loss
-
-
-def global_grad_norm(grads: Sequence[Tensor]) -> Tensor:
-    """L2 norm over all gradients (accumulated in fp32, fp64 for fp64 grads), without waiting for the device."""
-    by_kind: dict[tuple, list[Tensor]] = {}
-    for g in grads:
-        by_kind.setdefault((g.device, g.dtype), []).append(g)
-    first = grads[0].device
-    norms = [
-        torch.linalg.vector_norm(
-            torch.stack(torch._foreach_norm(gs, 2, dtype=None if dtype == torch.float64 else torch.float32))
-        ).to(device=first, dtype=torch.float32)
-        for (_, dtype), gs in by_kind.items()
-    ]
-    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 def lamb(

@@ -9,7 +9,15 @@ from torch import Tensor
 
 from . import _cpu
 from ._base import LayerwiseOptimizer
-from ._common import Buckets, check_masters, combine_norms, select_impl, state_dtype, uniform_groups
+from ._common import (
+    Buckets,
+    check_masters,
+    combine_norms,
+    global_grad_norm,
+    select_impl,
+    state_dtype,
+    uniform_groups,
+)
 
 __all__ = ["LARS", "lars", "lars_trust_ratio"]
 
@@ -50,6 +58,9 @@ class LARS(LayerwiseOptimizer):
         always_adapt: apply the trust ratio also to groups with ``weight_decay == 0`` (default: False: such groups
             take plain SGD steps).
         maximize: maximize the objective (default: False).
+        skip_nonfinite: skip the whole step (params and buffers unchanged) when a gradient of any group is inf or
+            NaN, i.e. when their global norm is not finite (default: False: applied like torch.optim does). Decided
+            on the device on the fused path (without dampening); the other paths read the flag.
         master_weights: keep an fp32 master copy of each bf16/fp16 param in the state and update that, so steps
             smaller than the param dtype's resolution are not lost (default: False; no effect on fp32 params).
         foreach: use the multi-tensor ``torch._foreach_*`` path (default: None: the path for the params' device).
@@ -87,10 +98,13 @@ class LARS(LayerwiseOptimizer):
         always_adapt: bool = False,
         *,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
         master_weights: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
+        if not isinstance(skip_nonfinite, bool):
+            raise ValueError(f"Invalid skip_nonfinite value: {skip_nonfinite!r} (expected a bool)")
         if fused and foreach:
             raise ValueError("LARS: `fused` and `foreach` cannot both be True")
         defaults = dict(
@@ -104,6 +118,7 @@ class LARS(LayerwiseOptimizer):
             trust_clip=trust_clip,
             always_adapt=always_adapt,
             maximize=maximize,
+            skip_nonfinite=skip_nonfinite,
             master_weights=master_weights,
             foreach=foreach,
             fused=fused,
@@ -153,6 +168,11 @@ class LARS(LayerwiseOptimizer):
         all_params = [p for _, ps, _ in gathered for p in ps]
         first = gathered[0][0]
         impl = select_impl(all_params, first["foreach"], first["fused"], "LARS")
+        amp = self._amp_scalars(impl)
+        if self.defaults.get("skip_nonfinite", False):
+            grad_norm = global_grad_norm([g for _, _, gs in gathered for g in gs])
+            if self._skip_or_flag(grad_norm, impl, amp):
+                return loss
 
         calls = []
         for group, group_params, group_grads in gathered:
@@ -163,7 +183,6 @@ class LARS(LayerwiseOptimizer):
                 bufs = [self.state[p].get("momentum_buffer") for p in params] if group["momentum"] != 0 else []
                 calls.append(((params, grads, bufs), dict(hyper, master_params=masters)))
 
-        amp = self._amp_scalars(impl)
         if impl == "fused":
             _fused_lars(calls, **amp)
         else:

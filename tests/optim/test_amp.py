@@ -125,3 +125,54 @@ def test_fused_scaler_contract_matches_the_plain_path(cls, cfg, unscale_first):
         assert_same(opt, params, ref, ref_params, torch.float32, msg=f"step {step}")
     if cls is fused_optim.LAMB:
         assert float(opt.state[params[0]]["step"]) == 3
+
+
+SKIP_PATHS = {"reference": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+SKIP_OPTS = [
+    (fused_optim.LAMB, dict(lr=1e-2)),
+    (fused_optim.LAMB, dict(lr=1e-2, max_grad_norm=None, weight_decay=0.0)),
+    (fused_optim.LARS, dict(lr=0.1, momentum=0.9, weight_decay=1e-4)),
+    (fused_optim.LARS, dict(lr=0.1, momentum=0.9, dampening=0.5, weight_decay=1e-4)),  # fused: decided on the host
+]
+
+
+@pytest.mark.parametrize("path", SKIP_PATHS)
+@pytest.mark.parametrize("cls,cfg", SKIP_OPTS, ids=["LAMB-clip", "LAMB-noclip", "LARS", "LARS-dampening"])
+def test_skip_nonfinite_skips_the_whole_step(cls, cfg, path):
+    """skip_nonfinite: a step whose grads hold inf/NaN (here: the first, and the third) changes nothing; the run
+    equals one that never saw those steps."""
+    params = make_params(shapes=[(5, 7), (13,), (1,)])
+    clean = clone_params(params)
+    opt = cls(params, skip_nonfinite=True, **SKIP_PATHS[path], **cfg)
+    ref = cls(clean, foreach=False, **cfg)
+    for step in range(5):
+        grads = grads_for_step(params, step, drop=False)
+        if step in (0, 2):
+            grads[2 if step else 0].view(-1)[0] = float("nan") if step else float("inf")
+            before = [p.detach().clone() for p in params]
+            state = {i: {k: v.clone() for k, v in opt.state[p].items()} for i, p in enumerate(params)
+                     if p in opt.state}
+            set_grads(params, grads)
+            opt.step()
+            assert all(torch.equal(p, b) for p, b in zip(params, before))
+            for i, p in enumerate(params):
+                fresh = opt.state.get(p, {})
+                if i in state:
+                    assert all(torch.equal(fresh[k], v) for k, v in state[i].items())
+                else:  # the fused path may set up the state it then skips: fresh, all zero
+                    assert all(not v.any() for v in fresh.values())
+            continue
+        set_grads(params, grads)
+        set_grads(clean, grads)
+        opt.step()
+        ref.step()
+    assert_same(opt, params, ref, clean, torch.float32)
+
+
+@pytest.mark.parametrize("cls", [fused_optim.LAMB, fused_optim.LARS], ids=lambda c: c.__name__)
+def test_skip_nonfinite_is_set_for_the_whole_optimizer(cls):
+    params = make_params(shapes=[(3,), (4,)])
+    with pytest.raises(ValueError, match="skip_nonfinite"):
+        cls([{"params": params[:1]}, {"params": params[1:], "skip_nonfinite": True}])
+    with pytest.raises(ValueError, match="skip_nonfinite"):
+        cls(params, skip_nonfinite=1)
