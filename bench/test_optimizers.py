@@ -44,7 +44,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("op,shapeset,dtype,provider", CASES)
-def test_step(benchmark, copy_bandwidth, op, shapeset, dtype, provider):
+def test_step(benchmark, stream_bandwidth, op, shapeset, dtype, provider):
     if provider in ("timm", "colossalai", "colossalai-fused"):
         pytest.importorskip("timm" if provider == "timm" else "colossalai")
     shapes = SHAPESETS[shapeset]()
@@ -72,5 +72,6 @@ def test_step(benchmark, copy_bandwidth, op, shapeset, dtype, provider):
         numel=n, tensors=len(shapes), bytes_moved=moved, device=str(DEVICE),
         gb_per_s=(moved / median / 1e9) if median else None,
     )
-    record(group, provider, median, dict(op=op, numel=n, tensors=len(shapes), param_bytes=dtype.itemsize))
+    record(group, provider, median, dict(op=op, numel=n, tensors=len(shapes), param_bytes=dtype.itemsize),
+           benchmark.extra_info)
     assert all(torch.isfinite(p).all() for p in params[:3])
