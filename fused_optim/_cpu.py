@@ -98,7 +98,7 @@ def lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, clip_coef, lr, be
          bias_correction, grad_averaging, trust_clip, always_adapt, maximize) -> None:
     import numpy as np
 
-    from .lamb import _bias_corrections, lamb_trust_ratio
+    from ._math import bias_corrections, lamb_trust_ratio
 
     lamb_moments, lamb_apply, _, _ = _compile()
     f = np.float32
@@ -109,7 +109,7 @@ def lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, clip_coef, lr, be
     torch._foreach_add_(state_steps, 1.0)
     corrections, sums = [], []
     for p, g, m, v, step in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
-        bc1, bc2 = _bias_corrections(step, beta1, beta2, bias_correction)
+        bc1, bc2 = bias_corrections(step, beta1, beta2, bias_correction)
         corrections.append((f(bc1), f(bc2)))
         if p.numel() == 0:
             sums.append((0.0, 0.0))
@@ -132,7 +132,7 @@ def lars(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_dec
          trust_clip, always_adapt, maximize) -> None:
     import numpy as np
 
-    from .lars import lars_trust_ratio
+    from ._math import lars_trust_ratio
 
     _, _, sums_of_squares, lars_apply = _compile()
     f = np.float32

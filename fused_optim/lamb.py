@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from . import _cpu
 from ._base import LayerwiseOptimizer
 from ._common import (
-    Buckets,
     check_masters,
-    combine_norms,
     global_grad_norm,
     select_impl,
     state_zeros,
     step_device,
-    uniform_groups,
 )
+from ._foreach import multi_tensor_lamb
+from ._math import bias_corrections, lamb_direction, lamb_trust_ratio
 
 __all__ = ["LAMB", "lamb", "lamb_direction", "lamb_trust_ratio"]
 
@@ -299,29 +296,10 @@ def lamb(
         if grad_norm is None:
             grad_norm = global_grad_norm(grads)
         clip_coef = torch.clamp(grad_norm / max_grad_norm, min=1.0)
-    fn = _multi_tensor_lamb if impl == "foreach" else _single_tensor_lamb
+    fn = multi_tensor_lamb if impl == "foreach" else _single_tensor_lamb
     fn(*tensors, clip_coef=clip_coef, **hyper)
     if master_params is not None and params:
         torch._foreach_copy_(params, master_params)
-
-
-def lamb_direction(exp_avg: Tensor, exp_avg_sq: Tensor, w: Tensor, bc1, bc2, eps: float, weight_decay: float):
-    """LAMB's update direction u (before the trust ratio) from the updated moments and the current weights."""
-    return (exp_avg / bc1) / ((exp_avg_sq / bc2).sqrt() + eps) + weight_decay * w
-
-
-def lamb_trust_ratio(w_norm: Tensor, u_norm: Tensor, trust_clip: bool) -> Tensor:
-    """||w|| / ||u||, 1 where either norm is 0, at most 1 with trust_clip; elementwise over stacked norms."""
-    trust_ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
-    return torch.clamp(trust_ratio, max=1.0) if trust_clip else trust_ratio
-
-
-def _bias_corrections(step: Tensor, beta1: float, beta2: float, bias_correction: bool) -> tuple[float, float]:
-    # `step` lives on the host for these paths: reading it does not wait for a device.
-    if not bias_correction:
-        return 1.0, 1.0
-    t = float(step)
-    return 1.0 - beta1**t, 1.0 - beta2**t
 
 
 def _single_tensor_lamb(
@@ -352,7 +330,7 @@ def _single_tensor_lamb(
         if clip_coef is not None:
             g = g / clip_coef
         step += 1
-        bc1, bc2 = _bias_corrections(step, beta1, beta2, bias_correction)
+        bc1, bc2 = bias_corrections(step, beta1, beta2, bias_correction)
 
         exp_avg.mul_(beta1).add_(g, alpha=beta3)
         exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
@@ -363,119 +341,6 @@ def _single_tensor_lamb(
             trust_ratio = lamb_trust_ratio(torch.linalg.vector_norm(w), torch.linalg.vector_norm(update), trust_clip)
             update = update * trust_ratio
         p.copy_(w - lr * update)
-
-
-def _multi_tensor_lamb(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    clip_coef: Tensor | None,
-    lr: float | Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    bias_correction: bool,
-    grad_averaging: bool,
-    trust_clip: bool,
-    always_adapt: bool,
-    maximize: bool,
-) -> None:
-    """Two passes per tensor: compiled loops for fp32 CPU tensors (see `_cpu`), else `torch._foreach_*` ops over
-    chunk-sized slices (see `Buckets`).
-
-    Pass A updates m and v and takes the norms of w and u per chunk; pass B recomputes u from m, v, w and applies
-    lr * r. Working per chunk keeps u and the denominator in cache, so memory sees about the 40 B/param (fp32)
-    of the two-pass bound instead of one round trip per elementwise op.
-    """
-    if not params:
-        return
-    split = uniform_groups(params, grads)
-    if len(split) > 1:
-        for idx in split:
-            _multi_tensor_lamb(*([t[i] for i in idx] for t in (params, grads, exp_avgs, exp_avg_sqs, state_steps)),
-                               clip_coef=clip_coef, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                               weight_decay=weight_decay, bias_correction=bias_correction,
-                               grad_averaging=grad_averaging, trust_clip=trust_clip, always_adapt=always_adapt,
-                               maximize=maximize)
-        return
-    if _cpu.usable(params, grads, exp_avgs, exp_avg_sqs) and not (isinstance(lr, Tensor) and lr.is_cuda):
-        _cpu.lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, clip_coef=clip_coef, lr=lr, beta1=beta1,
-                  beta2=beta2, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction,
-                  grad_averaging=grad_averaging, trust_clip=trust_clip, always_adapt=always_adapt, maximize=maximize)
-        return
-    torch._foreach_add_(state_steps, 1.0)
-    # u = c * m / (sqrt(v) + eps * sqrt(b2)) + wd * w with c = sqrt(b2) / b1: the bias corrections become
-    # per-tensor scalars instead of two extra passes.
-    eps_hat, scale = [], []
-    for step in state_steps:
-        bc1, bc2 = _bias_corrections(step, beta1, beta2, bias_correction)
-        eps_hat.append(eps * math.sqrt(bc2))
-        scale.append(math.sqrt(bc2) / bc1)
-    adapt = weight_decay != 0 or always_adapt
-    low_precision = params[0].dtype != exp_avgs[0].dtype
-    low_precision_grads = grads[0].dtype != exp_avgs[0].dtype
-    buckets = Buckets([params, grads, exp_avgs, exp_avg_sqs])
-
-    def fp32(ts: list[Tensor], convert: bool = low_precision) -> list[Tensor]:
-        return [t.to(exp_avgs[0].dtype) for t in ts] if convert else ts
-
-    def update_of(owners, w, m, v) -> list[Tensor]:
-        den = torch._foreach_sqrt(v)
-        torch._foreach_add_(den, [eps_hat[i] for i in owners])
-        u = torch._foreach_div(m, den)
-        if bias_correction:
-            torch._foreach_mul_(u, [scale[i] for i in owners])
-        if weight_decay != 0:
-            torch._foreach_add_(u, w, alpha=weight_decay)
-        return u
-
-    w_norms, u_norms = [], []
-    for owners, (p, g, m, v) in buckets:
-        g = fp32(g, low_precision_grads)
-        if maximize:
-            g = torch._foreach_neg(g)
-        if clip_coef is not None:
-            g = torch._foreach_div(g, clip_coef)
-        if grad_averaging:
-            torch._foreach_lerp_(m, g, 1.0 - beta1)
-        else:
-            torch._foreach_mul_(m, beta1)
-            torch._foreach_add_(m, g)
-        torch._foreach_mul_(v, beta2)
-        torch._foreach_addcmul_(v, g, g, value=1.0 - beta2)
-        w = fp32(p)
-        u = update_of(owners, w, m, v)
-        if adapt:
-            w_norms.append(torch._foreach_norm(w))
-            u_norms.append(torch._foreach_norm(u))
-            continue
-        _apply(p, w, u, -lr, low_precision)
-
-    if not adapt:
-        return
-    w_norm = combine_norms(len(params), buckets.owners, w_norms, params[0])
-    u_norm = combine_norms(len(params), buckets.owners, u_norms, params[0])
-    step_size = (lamb_trust_ratio(w_norm, u_norm, trust_clip) * -lr).unbind(0)
-    for owners, (p, _, m, v) in buckets:
-        w = fp32(p)
-        u = update_of(owners, w, m, v)
-        _apply(p, w, u, [step_size[i] for i in owners], low_precision)
-
-
-def _apply(p: list[Tensor], w: list[Tensor], u: list[Tensor], step_size, low_precision: bool) -> None:
-    """w += step_size * u, step_size a number or one scalar tensor per slice; rounded once into the param dtype."""
-    if isinstance(step_size, list):
-        torch._foreach_addcmul_(w, u, step_size)
-    elif isinstance(step_size, Tensor):
-        torch._foreach_add_(w, torch._foreach_mul(u, step_size))
-    else:
-        torch._foreach_add_(w, u, alpha=step_size)
-    if low_precision:
-        torch._foreach_copy_(p, w)
 
 
 def _fused_lamb(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None = None, grad_scale=None,

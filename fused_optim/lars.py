@@ -7,17 +7,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _cpu
 from ._base import LayerwiseOptimizer
 from ._common import (
-    Buckets,
     check_masters,
-    combine_norms,
     global_grad_norm,
     select_impl,
     state_dtype,
-    uniform_groups,
 )
+from ._foreach import multi_tensor_lars
+from ._math import lars_trust_ratio
 
 __all__ = ["LARS", "lars", "lars_trust_ratio"]
 
@@ -254,19 +252,11 @@ def lars(
         return
     targets = master_params if master_params is not None else params
     if impl == "foreach":
-        _multi_tensor_lars(targets, grads, momentum_buffers, **hyper)
+        multi_tensor_lars(targets, grads, momentum_buffers, **hyper)
     else:
         _single_tensor_lars(targets, grads, momentum_buffers, **hyper)
     if master_params is not None and params:
         torch._foreach_copy_(params, master_params)
-
-
-def lars_trust_ratio(w_norm, g_norm, trust_coeff: float, weight_decay: float, eps: float, trust_clip: bool, lr):
-    """trust_coeff * ||w|| / (||g|| + wd * ||w|| + eps), 1 where either norm is 0, LARC-clipped with trust_clip;
-    elementwise over stacked norms."""
-    trust_ratio = trust_coeff * w_norm / (g_norm + weight_decay * w_norm + eps)
-    trust_ratio = torch.where((w_norm > 0) & (g_norm > 0), trust_ratio, 1.0)
-    return torch.clamp(trust_ratio / lr, max=1.0) if trust_clip else trust_ratio
 
 
 def _single_tensor_lars(
@@ -306,100 +296,6 @@ def _single_tensor_lars(
                 buf.mul_(momentum).add_(d, alpha=1.0 - dampening)
             d = d + momentum * buf if nesterov else buf
         p.copy_(w - lr * d)
-
-
-def _multi_tensor_lars(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffers: list[Tensor | None],
-    *,
-    lr: float | Tensor,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    trust_coeff: float,
-    eps: float,
-    trust_clip: bool,
-    always_adapt: bool,
-    maximize: bool,
-) -> None:
-    """Two passes: the norms of w and g, then the update (28 B/param for fp32). Compiled loops for fp32 CPU
-    tensors (see `_cpu`), else `torch._foreach_*` ops over chunk-sized slices (see `Buckets`)."""
-    if not params:
-        return
-    split = uniform_groups(params, grads)
-    if len(split) > 1:
-        hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                     trust_coeff=trust_coeff, eps=eps, trust_clip=trust_clip, always_adapt=always_adapt,
-                     maximize=maximize)
-        for idx in split:
-            bufs = [momentum_buffers[i] for i in idx] if momentum != 0 else []
-            _multi_tensor_lars([params[i] for i in idx], [grads[i] for i in idx], bufs, **hyper)
-            for j, i in enumerate(idx if momentum != 0 else []):
-                momentum_buffers[i] = bufs[j]
-        return
-    buffers = [b for b in momentum_buffers if b is not None] if momentum != 0 else []
-    if _cpu.usable(params, grads, buffers) and not (isinstance(lr, Tensor) and lr.is_cuda):
-        _cpu.lars(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
-                  weight_decay=weight_decay, nesterov=nesterov, trust_coeff=trust_coeff, eps=eps,
-                  trust_clip=trust_clip, always_adapt=always_adapt, maximize=maximize)
-        return
-    adapt = weight_decay != 0 or always_adapt
-    low_precision = params[0].dtype != state_dtype(params[0])
-    low_precision_grads = grads[0].dtype != state_dtype(params[0])
-    fresh = set()
-    if momentum != 0:
-        for i, p in enumerate(params):
-            if momentum_buffers[i] is None:
-                momentum_buffers[i] = torch.empty_like(p, dtype=state_dtype(p))
-                fresh.add(i)
-    lists = [params, grads] + ([momentum_buffers] if momentum != 0 else [])
-    buckets = Buckets(lists)
-
-    def fp32(ts: list[Tensor], convert: bool = low_precision) -> list[Tensor]:
-        return [t.to(state_dtype(params[0])) for t in ts] if convert else ts
-
-    if adapt:
-        w_norms, g_norms = [], []
-        for _, (p, g, *_) in buckets:
-            w_norms.append(torch._foreach_norm(p, 2, dtype=state_dtype(params[0])))
-            g_norms.append(torch._foreach_norm(g, 2, dtype=state_dtype(params[0])))
-        w_norm = combine_norms(len(params), buckets.owners, w_norms, params[0])
-        g_norm = combine_norms(len(params), buckets.owners, g_norms, params[0])
-        trust_ratio = lars_trust_ratio(w_norm, g_norm, trust_coeff, weight_decay, eps, trust_clip, lr)
-        # maximize: d = -r (g - wd * w); the sign rides on the ratio.
-        trust_ratio = (-trust_ratio if maximize else trust_ratio).to(state_dtype(params[0])).unbind(0)
-
-    for owners, (p, g, *rest) in buckets:
-        g = fp32(g, low_precision_grads)
-        w = fp32(p)
-        if adapt:
-            d = torch._foreach_add(g, w, alpha=-weight_decay if maximize else weight_decay)
-            torch._foreach_mul_(d, [trust_ratio[i] for i in owners])
-        elif maximize:
-            d = torch._foreach_neg(g)
-        else:
-            d = g
-        if momentum != 0:
-            (buf,) = rest
-            new = [j for j, i in enumerate(owners) if i in fresh]
-            old = [j for j, i in enumerate(owners) if i not in fresh]
-            if new:
-                torch._foreach_copy_([buf[j] for j in new], [d[j] for j in new])
-            if old:
-                old_buf = [buf[j] for j in old]
-                torch._foreach_mul_(old_buf, momentum)
-                torch._foreach_add_(old_buf, [d[j] for j in old], alpha=1.0 - dampening)
-            step = torch._foreach_add(d, buf, alpha=momentum) if nesterov else buf
-        else:
-            step = d
-        if isinstance(lr, Tensor):
-            torch._foreach_add_(w, torch._foreach_mul(step, -lr))
-        else:
-            torch._foreach_add_(w, step, alpha=-lr)
-        if low_precision:
-            torch._foreach_copy_(p, w)
 
 
 def _fused_lars(calls, grad_scale=None, found_inf=None) -> None:
