@@ -126,6 +126,18 @@ def test_torchrun_two_processes_only_rank0_writes(tmp_path):
     assert len(rows) == len({r["iteration"] for r in rows}) == summary["optimizers"]["sgd"]["iterations"]
 
 
+def _wait_for_rows(proc: subprocess.Popen, csv_path: Path, rows: int, limit: float = 600) -> None:
+    """Until the run has written `rows` rows (slow machines take their time to start); fails if it ended first."""
+    deadline = time.time() + limit
+    while not (csv_path.is_file() and len(csv_path.read_text().splitlines()) > rows):
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (rc {proc.returncode}) before {rows} rows: {proc.communicate()[1][-3000:]}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"fewer than {rows} rows after {limit} s")
+        time.sleep(0.5)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_leaves_readable_partial_outputs(tmp_path, sig):
     out = tmp_path / "interrupted"
@@ -135,13 +147,13 @@ def test_interrupt_leaves_readable_partial_outputs(tmp_path, sig):
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     curves = out / "curves.csv"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if curves.is_file() and len(curves.read_text().splitlines()) > 20:
-            break
-        time.sleep(0.5)
+    _wait_for_rows(proc, curves, 20)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"no exit 300 s after {sig.name}: {proc.communicate()[1][-3000:]}")
     assert proc.returncode == 130, err[-3000:]
     rows = list(csv.DictReader(open(curves)))
     assert len(rows) > 19 and all(r["lr"] and r["loss"] for r in rows)
@@ -177,14 +189,11 @@ def test_killed_rank_leaves_complete_outputs_on_rank0(tmp_path):
     )
     try:
         curves = out / "curves.csv"
-        deadline = time.time() + 180
-        while time.time() < deadline and not (curves.is_file() and len(curves.read_text().splitlines()) > 20):
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            time.sleep(0.5)
+        _wait_for_rows(proc, curves, 20)
         victim = _pid_of_rank(1, str(out))
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
