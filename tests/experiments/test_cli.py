@@ -145,6 +145,9 @@ def test_interrupt_leaves_readable_partial_outputs(tmp_path, sig):
         [sys.executable, str(SCRIPT), "--optimizers", "sgd,adam", "--num-iter", "100000", "--end-lr", "1e-3",
          "--start-lr", "1e-9", "--out", str(out)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A suite started in the background by a shell inherits SIGINT ignored, and so would the run (as it
+        # should): give it the default disposition a terminal's Ctrl-C meets.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     curves = out / "curves.csv"
     _wait_for_rows(proc, curves, 20)
