@@ -13,7 +13,7 @@ from ._common import Buckets, combine_norms, state_dtype, uniform_groups
 from ._math import bias_corrections, lamb_trust_ratio, lars_trust_ratio
 
 
-def multi_tensor_lamb(
+def _multi_tensor_lamb(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
@@ -44,7 +44,7 @@ def multi_tensor_lamb(
     split = uniform_groups(params, grads)
     if len(split) > 1:
         for idx in split:
-            multi_tensor_lamb(*([t[i] for i in idx] for t in (params, grads, exp_avgs, exp_avg_sqs, state_steps)),
+            _multi_tensor_lamb(*([t[i] for i in idx] for t in (params, grads, exp_avgs, exp_avg_sqs, state_steps)),
                                clip_coef=clip_coef, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                                weight_decay=weight_decay, bias_correction=bias_correction,
                                grad_averaging=grad_averaging, trust_clip=trust_clip, always_adapt=always_adapt,
@@ -126,7 +126,7 @@ def _apply(p: list[Tensor], w: list[Tensor], u: list[Tensor], step_size, low_pre
         torch._foreach_copy_(p, w)
 
 
-def multi_tensor_lars(
+def _multi_tensor_lars(
     params: list[Tensor],
     grads: list[Tensor],
     momentum_buffers: list[Tensor | None],
@@ -153,7 +153,7 @@ def multi_tensor_lars(
                      maximize=maximize)
         for idx in split:
             bufs = [momentum_buffers[i] for i in idx] if momentum != 0 else []
-            multi_tensor_lars([params[i] for i in idx], [grads[i] for i in idx], bufs, **hyper)
+            _multi_tensor_lars([params[i] for i in idx], [grads[i] for i in idx], bufs, **hyper)
             for j, i in enumerate(idx if momentum != 0 else []):
                 momentum_buffers[i] = bufs[j]
         return

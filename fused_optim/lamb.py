@@ -15,7 +15,7 @@ from ._common import (
     state_zeros,
     step_device,
 )
-from ._foreach import multi_tensor_lamb
+from ._foreach import _multi_tensor_lamb
 from ._math import bias_corrections, lamb_direction, lamb_trust_ratio
 
 __all__ = ["LAMB", "lamb", "lamb_direction", "lamb_trust_ratio"]
@@ -296,7 +296,7 @@ def lamb(
         if grad_norm is None:
             grad_norm = global_grad_norm(grads)
         clip_coef = torch.clamp(grad_norm / max_grad_norm, min=1.0)
-    fn = multi_tensor_lamb if impl == "foreach" else _single_tensor_lamb
+    fn = _multi_tensor_lamb if impl == "foreach" else _single_tensor_lamb
     fn(*tensors, clip_coef=clip_coef, **hyper)
     if master_params is not None and params:
         torch._foreach_copy_(params, master_params)

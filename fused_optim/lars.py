@@ -14,7 +14,7 @@ from ._common import (
     select_impl,
     state_dtype,
 )
-from ._foreach import multi_tensor_lars
+from ._foreach import _multi_tensor_lars
 from ._math import lars_trust_ratio
 
 __all__ = ["LARS", "lars", "lars_trust_ratio"]
@@ -252,7 +252,7 @@ def lars(
         return
     targets = master_params if master_params is not None else params
     if impl == "foreach":
-        multi_tensor_lars(targets, grads, momentum_buffers, **hyper)
+        _multi_tensor_lars(targets, grads, momentum_buffers, **hyper)
     else:
         _single_tensor_lars(targets, grads, momentum_buffers, **hyper)
     if master_params is not None and params:
