@@ -209,3 +209,23 @@ def test_killed_rank_leaves_complete_outputs_on_rank0(tmp_path):
     assert len(rows) > 19 and all(r["lr"] and r["loss"] for r in rows)
     tags, acc = _tags(out / "tensorboard" / "sgd-range-test")
     assert {"LR/train", "Loss/train"} <= tags and len(acc.Scalars("Loss/train")) >= 20
+
+
+def test_study_mode_steps_multistep_per_epoch_and_reports_the_differences(tmp_path):
+    out = tmp_path / "study"
+    proc = _run(["--study", "--study-epochs", "6", "--limit-batches", "3", "--optimizers", "sgd,lamb",
+                 "--trust-every", "0", "--out", str(out)], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["optimizers"]["sgd"]["planned_iterations"] == 18  # the sweep spans the protocol's epochs
+    assert set(summary["training"]) == {"sgd-onecycle", "lamb-onecycle", "sgd-multistep-10-20",
+                                        "sgd-multistep-5-10-15-20-25"}
+    rows = [r for r in csv.DictReader(open(out / "training.csv")) if r["run"] == "sgd-multistep-5-10-15-20-25"]
+    lr_by_epoch = {int(r["epoch"]): float(r["lr"]) for r in rows}
+    # Milestones are epochs: lr 0.1 for epochs 0-4, decayed once from epoch 5 on (not at iterations 5, 10, ...).
+    assert [lr_by_epoch[e] for e in range(6)] == pytest.approx([0.1] * 5 + [0.01])
+    assert len(rows) == 18
+    report = (out / "report.md").read_text()
+    assert "Differences from the original study" in report and "Sweep length" in report
+    assert summary["training"]["sgd-onecycle"]["momentum_before"] == summary["training"]["sgd-onecycle"][
+        "momentum_after"]
