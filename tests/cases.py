@@ -78,3 +78,11 @@ def assert_same(opt_a, params_a, opt_b, params_b, dtype, msg="") -> None:
             assert va.dtype == vb.dtype, f"{msg}: param {i} {key} dtype {va.dtype} vs {vb.dtype}"
             assert torch.isfinite(va).all(), f"{msg}: non-finite {key} of param {i}"
             torch.testing.assert_close(va, vb, **STATE_TOL[dtype], msg=lambda m: f"{msg}: param {i} {key}: {m}")
+
+
+def step_with(runs, grads) -> None:
+    """Give every (params, optimizer) run the same grads, then take a step with each."""
+    for params, _ in runs:
+        set_grads(params, grads)
+    for _, opt in runs:
+        opt.step()

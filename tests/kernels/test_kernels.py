@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from cases import DEVICE, assert_same, clone_params, grads_for_step, make_params, set_grads
+from cases import DEVICE, assert_same, clone_params, grads_for_step, make_params, set_grads, step_with
 from fused_optim.kernels import _table
 
 import fused_optim
@@ -79,10 +79,7 @@ def test_shapes_and_dtypes_match_reference(cls, cfg, dtype, small_blocks):
     ref = cls(ref_params, foreach=False, **cfg)
     for step in range(4):
         grads = grads_for_step(params, step)
-        set_grads(params, grads)
-        set_grads(ref_params, grads)
-        opt.step()
-        ref.step()
+        step_with([(params, opt), (ref_params, ref)], grads)
         assert_same(opt, params, ref, ref_params, dtype, msg=f"step {step}")
 
 
@@ -94,10 +91,7 @@ def test_mixed_dtypes_in_one_step(cls, cfg):
     ref = cls(ref_params, foreach=False, **cfg)
     for step in range(3):
         grads = grads_for_step(params, step, drop=False)
-        set_grads(params, grads)
-        set_grads(ref_params, grads)
-        opt.step()
-        ref.step()
+        step_with([(params, opt), (ref_params, ref)], grads)
     assert_same(opt, params[:2], ref, ref_params[:2], torch.float32)
     assert_same(opt, params[2:], ref, ref_params[2:], torch.bfloat16)
 

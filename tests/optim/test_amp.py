@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from cases import DEVICE, assert_same, clone_params, grads_for_step, make_params, set_grads
+from cases import DEVICE, assert_same, clone_params, grads_for_step, make_params, set_grads, step_with
 
 import fused_optim
 
@@ -162,10 +162,7 @@ def test_skip_nonfinite_skips_the_whole_step(cls, cfg, path):
                 else:  # the fused path may set up the state it then skips: fresh, all zero
                     assert all(not v.any() for v in fresh.values())
             continue
-        set_grads(params, grads)
-        set_grads(clean, grads)
-        opt.step()
-        ref.step()
+        step_with([(params, opt), (clean, ref)], grads)
     assert_same(opt, params, ref, clean, torch.float32)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from cases import DEVICE, assert_same, clone_params, grads_for_step, make_params, set_grads
+from cases import DEVICE, assert_same, clone_params, grads_for_step, make_params, set_grads, step_with
 
 import fused_optim
 
@@ -18,10 +18,7 @@ def test_mixed_dtypes_in_one_group_match_the_reference(cls, cfg):
     opt, ref = cls(params, foreach=True, **cfg), cls(ref_params, foreach=False, **cfg)
     for step in range(3):
         grads = grads_for_step(params, step, drop=False)
-        set_grads(params, grads)
-        set_grads(ref_params, grads)
-        opt.step()
-        ref.step()
+        step_with([(params, opt), (ref_params, ref)], grads)
     for i, dtype in enumerate([torch.float32, torch.bfloat16, torch.float64]):
         assert_same(opt, params[i : i + 1], ref, ref_params[i : i + 1], dtype)
     assert opt.state[params[2]][next(k for k in opt.state[params[2]] if k != "step")].dtype == torch.float64
@@ -44,10 +41,7 @@ def test_extreme_learning_rates_stay_finite_and_agree(cls, cfg, path, lr):
     opt, ref = cls(params, **path, **cfg), cls(ref_params, foreach=False, **cfg)
     for step in range(2):
         grads = grads_for_step(params, step, drop=False)
-        set_grads(params, grads)
-        set_grads(ref_params, grads)
-        opt.step()
-        ref.step()
+        step_with([(params, opt), (ref_params, ref)], grads)
     assert_same(opt, params, ref, ref_params, torch.float32)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from cases import DEVICE, TOL, assert_same, clone_params, grads_for_step, groups_of, make_params, set_grads
+from cases import DEVICE, TOL, assert_same, clone_params, grads_for_step, groups_of, make_params, set_grads, step_with
 
 import fused_optim
 
@@ -25,10 +25,7 @@ def test_path_with_masters_matches_the_reference(cls, cfg, second, path, dtype):
     opt = cls(groups_of(params, second), master_weights=True, **PATHS[path], **cfg)
     for step in range(7):
         grads = grads_for_step(params, step)
-        set_grads(ref_params, grads)
-        set_grads(params, grads)
-        ref.step()
-        opt.step()
+        step_with([(ref_params, ref), (params, opt)], grads)
         assert_same(opt, params[:-1], ref, ref_params[:-1], dtype, msg=f"step {step}")
         assert_same(opt, params[-1:], ref, ref_params[-1:], torch.float32, msg=f"step {step}")
     for p in params[:-1]:
@@ -81,9 +78,7 @@ def test_checkpoint_with_masters_continues_bit_identically(cls, cfg, second, pat
     opt, opt_straight = (cls(ps, master_weights=True, **kwargs, **cfg) for ps in (params, straight))
     for step in range(3):
         grads = grads_for_step(params, step, drop=False)
-        for ps, o in ((params, opt), (straight, opt_straight)):
-            set_grads(ps, grads)
-            o.step()
+        step_with([(params, opt), (straight, opt_straight)], grads)
     torch.save({"params": [p.detach() for p in params], "optim": opt.state_dict()}, tmp_path / "ckpt.pt")
     saved = torch.load(tmp_path / "ckpt.pt")
     resumed = [torch.nn.Parameter(p.clone()) for p in saved["params"]]
@@ -93,9 +88,7 @@ def test_checkpoint_with_masters_continues_bit_identically(cls, cfg, second, pat
         assert opt2.state[p]["master_param"].dtype == torch.float32
     for step in range(3, 6):
         grads = grads_for_step(params, step, drop=False)
-        for ps, o in ((resumed, opt2), (straight, opt_straight)):
-            set_grads(ps, grads)
-            o.step()
+        step_with([(resumed, opt2), (straight, opt_straight)], grads)
     for a, b in zip(resumed, straight):
         assert torch.equal(a, b)
         assert torch.equal(opt2.state[a]["master_param"], opt_straight.state[b]["master_param"])

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from cases import DEVICE, assert_same, clone_params, grads_for_step, groups_of, make_params, set_grads
+from cases import DEVICE, assert_same, clone_params, grads_for_step, groups_of, make_params, set_grads, step_with
 
 import fused_optim
 import fused_optim._common as common
@@ -55,10 +55,7 @@ def _run(cls, cfg, second, path, dtype, monkeypatch, steps=7):
     opt = cls(groups_of(params, second), **_path_kwargs(path, monkeypatch), **cfg)
     for step in range(steps):
         grads = grads_for_step(params, step)
-        set_grads(ref_params, grads)
-        set_grads(params, grads)
-        ref.step()
-        opt.step()
+        step_with([(ref_params, ref), (params, opt)], grads)
         assert_same(opt, params, ref, ref_params, dtype, msg=f"step {step}")
     return opt, params
 
@@ -98,10 +95,7 @@ def test_fp16_params_keep_fp32_state(cls, path, monkeypatch):
     opt = cls(params, **kwargs, **cfg)
     for step in range(4):
         grads = grads_for_step(params, step, drop=False)
-        set_grads(params, grads)
-        set_grads(ref_params, grads)
-        opt.step()
-        ref.step()
+        step_with([(params, opt), (ref_params, ref)], grads)
     assert_same(opt, params, ref, ref_params, torch.float16)
     assert all(v.dtype == torch.float32 for s in opt.state.values() for k, v in s.items() if k != "step")
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from cases import DEVICE, assert_same, clone_params, set_grads
+from cases import DEVICE, assert_same, clone_params, step_with
 
 import fused_optim
 
@@ -35,10 +35,7 @@ def _check(cls, cfg, shape_list, dtype, path, seed):
     ref = cls(ref_params, foreach=False, **cfg)
     for _ in range(2):
         grads = [torch.randn(p.shape, generator=gen).to(DEVICE, dtype) for p in params]
-        set_grads(params, grads)
-        set_grads(ref_params, grads)
-        opt.step()
-        ref.step()
+        step_with([(params, opt), (ref_params, ref)], grads)
     assert_same(opt, params, ref, ref_params, dtype)
 
 

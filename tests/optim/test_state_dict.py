@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from cases import clone_params, grads_for_step, make_params, set_grads
+from cases import clone_params, grads_for_step, make_params, set_grads, step_with
 
 import fused_optim
 
@@ -22,10 +22,7 @@ def test_save_load_continue_is_bit_identical(cls, cfg, dtype, path, tmp_path):
     opt = cls(params, **path, **cfg)
     for step in range(3):
         grads = grads_for_step(params, step, drop=False)
-        set_grads(params, grads)
-        set_grads(straight, grads)
-        opt.step()
-        opt_straight.step()
+        step_with([(params, opt), (straight, opt_straight)], grads)
     torch.save({"params": [p.detach() for p in params], "optim": opt.state_dict()}, tmp_path / "ckpt.pt")
 
     saved = torch.load(tmp_path / "ckpt.pt")
@@ -38,10 +35,7 @@ def test_save_load_continue_is_bit_identical(cls, cfg, dtype, path, tmp_path):
                 assert value.dtype == torch.float32, key
     for step in range(3, 6):
         grads = grads_for_step(params, step, drop=False)
-        set_grads(resumed, grads)
-        set_grads(straight, grads)
-        opt2.step()
-        opt_straight.step()
+        step_with([(resumed, opt2), (straight, opt_straight)], grads)
     for a, b in zip(resumed, straight):
         assert torch.equal(a, b)
 
