@@ -13,7 +13,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("path", [dict(foreach=False), dict(foreach=True), dict(fused=True)], ids=str)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("cls,cfg", CASES, ids=["LAMB", "LARS"])
 def test_save_load_continue_is_bit_identical(cls, cfg, dtype, path, tmp_path):
     params = make_params(dtype, shapes=[(5, 7), (13,), (1,)])
