@@ -35,6 +35,7 @@ from ._table import (
     row_table,
     work_split,
 )
+from ._units import tensor_norm, unit_of
 
 # Columns of the pointer table and of the hyper-parameter rows.
 _P, _G, _M, _V, _STEP, _COPY = range(6)
@@ -65,10 +66,7 @@ def _lamb_grad_norm_kernel(
     o_b = tl.arange(0, BLOCK)
     b_acc = tl.zeros([BLOCK], dtype=tl.float32)
     for i_u in range(i_p, n_units, tl.num_programs(0)):
-        i_t = tl.load(unit_tensor_ptr + i_u).to(tl.int64)
-        slot = tl.load(unit_slot_ptr + i_u).to(tl.int64)
-        ns = tl.load(nslots_ptr + i_t).to(tl.int64)
-        n = tl.load(numel_ptr + i_t)
+        i_t, slot, ns, n = unit_of(i_u, unit_tensor_ptr, unit_slot_ptr, nslots_ptr, numel_ptr)
         p_g = tl.load(ptrs_ptr + i_t * NPTR + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
         for i_blk in range(slot, tl.cdiv(n, BLOCK), ns):
             o_x = i_blk * BLOCK + o_b
@@ -116,10 +114,7 @@ def _lamb_moments_kernel(
     BLOCK: tl.constexpr,
 ):
     i_u = tl.program_id(0)
-    i_t = tl.load(unit_tensor_ptr + i_u).to(tl.int64)
-    slot = tl.load(unit_slot_ptr + i_u).to(tl.int64)
-    ns = tl.load(nslots_ptr + i_t).to(tl.int64)
-    n = tl.load(numel_ptr + i_t)
+    i_t, slot, ns, n = unit_of(i_u, unit_tensor_ptr, unit_slot_ptr, nslots_ptr, numel_ptr)
     p_w = tl.load(ptrs_ptr + i_t * NPTR + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
     p_g = tl.load(ptrs_ptr + i_t * NPTR + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
     p_m = tl.load(ptrs_ptr + i_t * NPTR + 2).to(tl.pointer_type(tl.float32))
@@ -212,10 +207,7 @@ def _lamb_apply_kernel(
     BLOCK: tl.constexpr,
 ):
     i_u = tl.program_id(0)
-    i_t = tl.load(unit_tensor_ptr + i_u).to(tl.int64)
-    slot = tl.load(unit_slot_ptr + i_u).to(tl.int64)
-    ns = tl.load(nslots_ptr + i_t).to(tl.int64)
-    n = tl.load(numel_ptr + i_t)
+    i_t, slot, ns, n = unit_of(i_u, unit_tensor_ptr, unit_slot_ptr, nslots_ptr, numel_ptr)
     p_w = tl.load(ptrs_ptr + i_t * NPTR + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
     p_m = tl.load(ptrs_ptr + i_t * NPTR + 2).to(tl.pointer_type(tl.float32))
     p_v = tl.load(ptrs_ptr + i_t * NPTR + 3).to(tl.pointer_type(tl.float32))
@@ -238,11 +230,8 @@ def _lamb_apply_kernel(
     bc1 = _bias_correction(beta1, t64, bias_correction)
     bc2 = _bias_correction(beta2, t64, bias_correction)
 
-    base = tl.load(slot_base_ptr + i_t)
-    o_s = tl.arange(0, MAX_SLOTS)
-    m_s = o_s < ns
-    w_norm = tl.sqrt(tl.sum(tl.load(w_sq_ptr + base + o_s, mask=m_s, other=0.0), axis=0))
-    u_norm = tl.sqrt(tl.sum(tl.load(u_sq_ptr + base + o_s, mask=m_s, other=0.0), axis=0))
+    w_norm = tensor_norm(w_sq_ptr, slot_base_ptr, i_t, ns, MAX_SLOTS)
+    u_norm = tensor_norm(u_sq_ptr, slot_base_ptr, i_t, ns, MAX_SLOTS)
     ratio = tl.where((w_norm > 0.0) & (u_norm > 0.0), w_norm / tl.where(u_norm > 0.0, u_norm, 1.0), 1.0)
     ratio = tl.where(trust_clip != 0, tl.minimum(ratio, 1.0), ratio)
 

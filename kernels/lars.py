@@ -29,6 +29,7 @@ from ._table import (
     row_table,
     work_split,
 )
+from ._units import tensor_norm, unit_of
 
 _LR, _MOMENTUM, _DAMPENING, _WD, _TRUST_COEFF, _EPS, _NESTEROV, _ADAPT, _TRUST_CLIP, _SIGN, _FIRST = range(11)
 _NROW = 11
@@ -55,10 +56,7 @@ def _lars_norms_kernel(
     BLOCK: tl.constexpr,
 ):
     i_u = tl.program_id(0)
-    i_t = tl.load(unit_tensor_ptr + i_u).to(tl.int64)
-    slot = tl.load(unit_slot_ptr + i_u).to(tl.int64)
-    ns = tl.load(nslots_ptr + i_t).to(tl.int64)
-    n = tl.load(numel_ptr + i_t)
+    i_t, slot, ns, n = unit_of(i_u, unit_tensor_ptr, unit_slot_ptr, nslots_ptr, numel_ptr)
     adapt = tl.load(rows_ptr + i_t * NROW + 7)
     p_w = tl.load(ptrs_ptr + i_t * NPTR + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
     p_g = tl.load(ptrs_ptr + i_t * NPTR + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
@@ -104,10 +102,7 @@ def _lars_apply_kernel(
     BLOCK: tl.constexpr,
 ):
     i_u = tl.program_id(0)
-    i_t = tl.load(unit_tensor_ptr + i_u).to(tl.int64)
-    slot = tl.load(unit_slot_ptr + i_u).to(tl.int64)
-    ns = tl.load(nslots_ptr + i_t).to(tl.int64)
-    n = tl.load(numel_ptr + i_t)
+    i_t, slot, ns, n = unit_of(i_u, unit_tensor_ptr, unit_slot_ptr, nslots_ptr, numel_ptr)
     p_w = tl.load(ptrs_ptr + i_t * NPTR + 0).to(tl.pointer_type(param_like_ptr.dtype.element_ty))
     p_g = tl.load(ptrs_ptr + i_t * NPTR + 1).to(tl.pointer_type(grad_like_ptr.dtype.element_ty))
     p_b = tl.load(ptrs_ptr + i_t * NPTR + 2).to(tl.pointer_type(tl.float32))
@@ -134,11 +129,8 @@ def _lars_apply_kernel(
     n_buf = tl.where(has_momentum, n, 0)
     n_buf_old = tl.where(first == 0, n_buf, 0)
 
-    base = tl.load(slot_base_ptr + i_t)
-    o_s = tl.arange(0, MAX_SLOTS)
-    m_s = o_s < ns
-    w_norm = tl.sqrt(tl.sum(tl.load(w_sq_ptr + base + o_s, mask=m_s, other=0.0), axis=0))
-    g_norm = tl.sqrt(tl.sum(tl.load(g_sq_ptr + base + o_s, mask=m_s, other=0.0), axis=0))
+    w_norm = tensor_norm(w_sq_ptr, slot_base_ptr, i_t, ns, MAX_SLOTS)
+    g_norm = tensor_norm(g_sq_ptr, slot_base_ptr, i_t, ns, MAX_SLOTS)
     ratio = trust_coeff * w_norm / (g_norm + wd * w_norm + eps)
     ratio = tl.where((w_norm > 0.0) & (g_norm > 0.0), ratio, 1.0)
     ratio = tl.where(trust_clip != 0, tl.minimum(ratio / lr, 1.0), ratio)
