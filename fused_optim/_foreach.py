@@ -31,13 +31,15 @@ def _multi_tensor_lamb(
     trust_clip: bool,
     always_adapt: bool,
     maximize: bool,
+    copies: list[Tensor] | None = None,
 ) -> None:
     """Two passes per tensor: compiled loops for fp32 CPU tensors (see `_cpu`), else `torch._foreach_*` ops over
     chunk-sized slices (see `Buckets`).
 
     Pass A updates m and v and takes the norms of w and u per chunk; pass B recomputes u from m, v, w and applies
     lr * r. Working per chunk keeps u and the denominator in cache, so memory sees about the 40 B/param (fp32)
-    of the two-pass bound instead of one round trip per elementwise op.
+    of the two-pass bound instead of one round trip per elementwise op. `copies` (with fp32 master weights): the
+    params behind `params`, each written as its master rounded once where the master is written.
     """
     if not params:
         return
@@ -48,12 +50,14 @@ def _multi_tensor_lamb(
                                clip_coef=clip_coef, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                                weight_decay=weight_decay, bias_correction=bias_correction,
                                grad_averaging=grad_averaging, trust_clip=trust_clip, always_adapt=always_adapt,
-                               maximize=maximize)
+                               maximize=maximize, copies=None if copies is None else [copies[i] for i in idx])
         return
     if _cpu.usable(params, grads, exp_avgs, exp_avg_sqs) and not (isinstance(lr, Tensor) and lr.is_cuda):
         _cpu.lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, clip_coef=clip_coef, lr=lr, beta1=beta1,
                   beta2=beta2, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction,
                   grad_averaging=grad_averaging, trust_clip=trust_clip, always_adapt=always_adapt, maximize=maximize)
+        if copies is not None:
+            torch._foreach_copy_(copies, params)
         return
     torch._foreach_add_(state_steps, 1.0)
     # u = c * m / (sqrt(v) + eps * sqrt(b2)) + wd * w with c = sqrt(b2) / b1: the bias corrections become
@@ -66,7 +70,7 @@ def _multi_tensor_lamb(
     adapt = weight_decay != 0 or always_adapt
     low_precision = params[0].dtype != exp_avgs[0].dtype
     low_precision_grads = grads[0].dtype != exp_avgs[0].dtype
-    buckets = Buckets([params, grads, exp_avgs, exp_avg_sqs])
+    buckets = Buckets([params, grads, exp_avgs, exp_avg_sqs] + ([copies] if copies is not None else []))
 
     def fp32(ts: list[Tensor], convert: bool = low_precision) -> list[Tensor]:
         return [t.to(exp_avgs[0].dtype) for t in ts] if convert else ts
@@ -82,7 +86,7 @@ def _multi_tensor_lamb(
         return u
 
     w_norms, u_norms = [], []
-    for owners, (p, g, m, v) in buckets:
+    for owners, (p, g, m, v, *copy) in buckets:
         g = fp32(g, low_precision_grads)
         if maximize:
             g = torch._foreach_neg(g)
@@ -101,21 +105,22 @@ def _multi_tensor_lamb(
             w_norms.append(torch._foreach_norm(w))
             u_norms.append(torch._foreach_norm(u))
             continue
-        _apply(p, w, u, -lr, low_precision)
+        _apply(p, w, u, -lr, low_precision, copy)
 
     if not adapt:
         return
     w_norm = combine_norms(len(params), buckets.owners, w_norms, params[0])
     u_norm = combine_norms(len(params), buckets.owners, u_norms, params[0])
     step_size = (lamb_trust_ratio(w_norm, u_norm, trust_clip) * -lr).unbind(0)
-    for owners, (p, _, m, v) in buckets:
+    for owners, (p, _, m, v, *copy) in buckets:
         w = fp32(p)
         u = update_of(owners, w, m, v)
-        _apply(p, w, u, [step_size[i] for i in owners], low_precision)
+        _apply(p, w, u, [step_size[i] for i in owners], low_precision, copy)
 
 
-def _apply(p: list[Tensor], w: list[Tensor], u: list[Tensor], step_size, low_precision: bool) -> None:
-    """w += step_size * u, step_size a number or one scalar tensor per slice; rounded once into the param dtype."""
+def _apply(p: list[Tensor], w: list[Tensor], u: list[Tensor], step_size, low_precision: bool, copy: list) -> None:
+    """w += step_size * u, step_size a number or one scalar tensor per slice; rounded once into the param dtype
+    (and into the param behind a master: `copy`, empty or one list of slices)."""
     if isinstance(step_size, list):
         torch._foreach_addcmul_(w, u, step_size)
     elif isinstance(step_size, Tensor):
@@ -124,6 +129,8 @@ def _apply(p: list[Tensor], w: list[Tensor], u: list[Tensor], step_size, low_pre
         torch._foreach_add_(w, u, alpha=step_size)
     if low_precision:
         torch._foreach_copy_(p, w)
+    for c in copy:
+        torch._foreach_copy_(c, w)
 
 
 def _multi_tensor_lars(
@@ -141,9 +148,11 @@ def _multi_tensor_lars(
     trust_clip: bool,
     always_adapt: bool,
     maximize: bool,
+    copies: list[Tensor] | None = None,
 ) -> None:
     """Two passes: the norms of w and g, then the update (28 B/param for fp32). Compiled loops for fp32 CPU
-    tensors (see `_cpu`), else `torch._foreach_*` ops over chunk-sized slices (see `Buckets`)."""
+    tensors (see `_cpu`), else `torch._foreach_*` ops over chunk-sized slices (see `Buckets`). `copies`: as for
+    `_multi_tensor_lamb`."""
     if not params:
         return
     split = uniform_groups(params, grads)
@@ -153,7 +162,8 @@ def _multi_tensor_lars(
                      maximize=maximize)
         for idx in split:
             bufs = [momentum_buffers[i] for i in idx] if momentum != 0 else []
-            _multi_tensor_lars([params[i] for i in idx], [grads[i] for i in idx], bufs, **hyper)
+            _multi_tensor_lars([params[i] for i in idx], [grads[i] for i in idx], bufs, **hyper,
+                               copies=None if copies is None else [copies[i] for i in idx])
             for j, i in enumerate(idx if momentum != 0 else []):
                 momentum_buffers[i] = bufs[j]
         return
@@ -162,6 +172,8 @@ def _multi_tensor_lars(
         _cpu.lars(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
                   weight_decay=weight_decay, nesterov=nesterov, trust_coeff=trust_coeff, eps=eps,
                   trust_clip=trust_clip, always_adapt=always_adapt, maximize=maximize)
+        if copies is not None:
+            torch._foreach_copy_(copies, params)
         return
     adapt = weight_decay != 0 or always_adapt
     low_precision = params[0].dtype != state_dtype(params[0])
@@ -172,7 +184,7 @@ def _multi_tensor_lars(
             if momentum_buffers[i] is None:
                 momentum_buffers[i] = torch.empty_like(p, dtype=state_dtype(p))
                 fresh.add(i)
-    lists = [params, grads] + ([momentum_buffers] if momentum != 0 else [])
+    lists = [params, grads] + ([momentum_buffers] if momentum != 0 else []) + ([copies] if copies is not None else [])
     buckets = Buckets(lists)
 
     def fp32(ts: list[Tensor], convert: bool = low_precision) -> list[Tensor]:
@@ -200,7 +212,7 @@ def _multi_tensor_lars(
         else:
             d = g
         if momentum != 0:
-            (buf,) = rest
+            buf = rest[0]
             new = [j for j, i in enumerate(owners) if i in fresh]
             old = [j for j, i in enumerate(owners) if i not in fresh]
             if new:
@@ -218,3 +230,5 @@ def _multi_tensor_lars(
             torch._foreach_add_(w, step, alpha=-lr)
         if low_precision:
             torch._foreach_copy_(p, w)
+        if copies is not None:
+            torch._foreach_copy_(rest[-1], w)

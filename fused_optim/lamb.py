@@ -297,9 +297,7 @@ def lamb(
             grad_norm = global_grad_norm(grads)
         clip_coef = torch.clamp(grad_norm / max_grad_norm, min=1.0)
     fn = _multi_tensor_lamb if impl == "foreach" else _single_tensor_lamb
-    fn(*tensors, clip_coef=clip_coef, **hyper)
-    if master_params is not None and params:
-        torch._foreach_copy_(params, master_params)
+    fn(*tensors, clip_coef=clip_coef, copies=params if master_params is not None else None, **hyper)
 
 
 def _single_tensor_lamb(
@@ -320,10 +318,12 @@ def _single_tensor_lamb(
     trust_clip: bool,
     always_adapt: bool,
     maximize: bool,
+    copies: list[Tensor] | None = None,
 ) -> None:
-    """The reference: one tensor at a time, in the order of the math of the class docstring."""
+    """The reference: one tensor at a time, in the order of the math of the class docstring. `copies` (with fp32
+    master weights in `params`): the params behind them, each set to its master rounded once."""
     beta3 = 1.0 - beta1 if grad_averaging else 1.0
-    for p, grad, exp_avg, exp_avg_sq, step in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
+    for i, (p, grad, exp_avg, exp_avg_sq, step) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs, state_steps)):
         g = grad.to(exp_avg.dtype)
         if maximize:
             g = -g
@@ -341,6 +341,8 @@ def _single_tensor_lamb(
             trust_ratio = lamb_trust_ratio(torch.linalg.vector_norm(w), torch.linalg.vector_norm(update), trust_clip)
             update = update * trust_ratio
         p.copy_(w - lr * update)
+        if copies is not None:
+            copies[i].copy_(p)
 
 
 def _fused_lamb(calls, *, max_grad_norm: float | None, grad_norm: Tensor | None = None, grad_scale=None,

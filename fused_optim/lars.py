@@ -250,13 +250,9 @@ def lars(
     if impl == "fused":
         _fused_lars([((params, grads, momentum_buffers), dict(hyper, master_params=master_params))])
         return
-    targets = master_params if master_params is not None else params
-    if impl == "foreach":
-        _multi_tensor_lars(targets, grads, momentum_buffers, **hyper)
-    else:
-        _single_tensor_lars(targets, grads, momentum_buffers, **hyper)
-    if master_params is not None and params:
-        torch._foreach_copy_(params, master_params)
+    targets, copies = (params, None) if master_params is None else (master_params, params)
+    fn = _multi_tensor_lars if impl == "foreach" else _single_tensor_lars
+    fn(targets, grads, momentum_buffers, copies=copies, **hyper)
 
 
 def _single_tensor_lars(
@@ -274,8 +270,10 @@ def _single_tensor_lars(
     trust_clip: bool,
     always_adapt: bool,
     maximize: bool,
+    copies: list[Tensor] | None = None,
 ) -> None:
-    """The reference: one tensor at a time, in the order of the math of the class docstring."""
+    """The reference: one tensor at a time, in the order of the math of the class docstring. `copies` (with fp32
+    master weights in `params`): the params behind them, each set to its master rounded once."""
     for i, (p, grad) in enumerate(zip(params, grads)):
         dtype = state_dtype(p)
         g = grad.to(dtype)
@@ -296,6 +294,8 @@ def _single_tensor_lars(
                 buf.mul_(momentum).add_(d, alpha=1.0 - dampening)
             d = d + momentum * buf if nesterov else buf
         p.copy_(w - lr * d)
+        if copies is not None:
+            copies[i].copy_(p)
 
 
 def _fused_lars(calls, grad_scale=None, found_inf=None) -> None:
