@@ -46,6 +46,13 @@ def _centered(c: dict) -> tuple[list[float], list[float]]:
     return x, smooth_log_lr(x, [p[1] for p in pts]) if pts else []
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_all(run: Path, summary: dict) -> list[Path]:
     """range_<optimizer>.png for each optimizer, range_all.png overlaid, trust_<optimizer>.png for LARS/LAMB,
     training.png for the schedule runs. Returns the files written."""
@@ -78,11 +85,7 @@ def plot_all(run: Path, summary: dict) -> list[Path]:
         ax.set_title(f"LR range test: {name}")
         ax.legend(fontsize=7, loc="upper left")
         ax.grid(alpha=0.3, which="both")
-        fig.tight_layout()
-        path = run / f"range_{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, run / f"range_{name}.png"))
 
     if curves:
         fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -104,11 +107,7 @@ def plot_all(run: Path, summary: dict) -> list[Path]:
         ax.set_title("LR range tests, LeNet5 / MNIST (shaded: suggested regions)")
         ax.legend()
         ax.grid(alpha=0.3, which="both")
-        fig.tight_layout()
-        path = run / "range_all.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, run / "range_all.png"))
 
     trust: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for row in read_csv(run / "trust.csv"):
@@ -126,11 +125,7 @@ def plot_all(run: Path, summary: dict) -> list[Path]:
         ax.set_title(f"{name}: effective learning rate per layer")
         ax.legend(fontsize=6, ncol=2)
         ax.grid(alpha=0.3, which="both")
-        fig.tight_layout()
-        path = run / f"trust_{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, run / f"trust_{name}.png"))
 
     runs: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for row in read_csv(run / "training.csv"):
@@ -152,9 +147,5 @@ def plot_all(run: Path, summary: dict) -> list[Path]:
         ax.set_title("Training with the schedules")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which="both")
-        fig.tight_layout()
-        path = run / "training.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, run / "training.png"))
     return written

@@ -109,11 +109,7 @@ def test_timm_lamb_state_dict_loads_and_continues_like_timm():
     ours.load_state_dict(t.state_dict())
     assert ours.param_groups[0]["lr"] == 0.01 and float(ours.state[mine[0]]["step"]) == 3
     for step in range(3, 6):
-        grads = grads_for_step(theirs, step, drop=False)
-        set_grads(theirs, grads)
-        set_grads(mine, grads)
-        t.step()
-        ours.step()
+        step_with([(theirs, t), (mine, ours)], grads_for_step(theirs, step, drop=False))
     for a, b in zip(mine, theirs):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
@@ -140,11 +136,7 @@ def test_timm_lars_state_dict_loads_and_continues_like_timm():
     ours = fused_optim.LARS(mine, **cfg)
     ours.load_state_dict(t.state_dict())
     for step in range(3, 6):
-        grads = grads_for_step(theirs, step, drop=False)
-        set_grads(theirs, grads)
-        set_grads(mine, grads)
-        t.step()
-        ours.step()
+        step_with([(theirs, t), (mine, ours)], grads_for_step(theirs, step, drop=False))
     for a, b in zip(mine, theirs):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
